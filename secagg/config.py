@@ -78,23 +78,17 @@ class SecAggConfig:
         try:
             object.__setattr__(self, "mode", SecurityMode(self.mode))
         except ValueError:
-            raise ValueError(
-                f"mode must be 'semi_honest' or 'active', got {self.mode!r}"
-            ) from None
+            raise ValueError(f"mode must be 'semi_honest' or 'active', got {self.mode!r}") from None
         gamma = self.collusion_fraction
         if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0 <= gamma < 1:
             raise ValueError(f"collusion_fraction must be in [0, 1), got {gamma!r}")
         if self.graph == "complete":
             if self.degree not in (None, n - 1):
-                raise ValueError(
-                    f"the complete graph has degree n-1={n - 1}; got degree={self.degree}"
-                )
+                raise ValueError(f"the complete graph has degree n-1={n - 1}; got degree={self.degree}")
         elif self.graph == "harary":
             k = self.degree
             if k is None or not _is_int(k) or k < 2 or k % 2 or k >= n:
-                raise ValueError(
-                    f"the harary graph needs an even degree k with 2 <= k < n={n}, got {k!r}"
-                )
+                raise ValueError(f"the harary graph needs an even degree k with 2 <= k < n={n}, got {k!r}")
         else:
             raise ValueError(f"graph must be 'complete' or 'harary', got {self.graph!r}")
         self._check_threshold()

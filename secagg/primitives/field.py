@@ -17,10 +17,52 @@ FieldVector = npt.NDArray[np.uint64]
 
 # k -> c such that 2**k - c is the largest prime below 2**k (checked by tests/test_field.py).
 _PRIME_OFFSETS: Final[dict[int, int]] = {
-    16: 15, 17: 1, 18: 5, 19: 1, 20: 3, 21: 9, 22: 3, 23: 15, 24: 3, 25: 39, 26: 5, 27: 39,
-    28: 57, 29: 3, 30: 35, 31: 1, 32: 5, 33: 9, 34: 41, 35: 31, 36: 5, 37: 25, 38: 45, 39: 7,
-    40: 87, 41: 21, 42: 11, 43: 57, 44: 17, 45: 55, 46: 21, 47: 115, 48: 59, 49: 81, 50: 27,
-    51: 129, 52: 47, 53: 111, 54: 33, 55: 55, 56: 5, 57: 13, 58: 27, 59: 55, 60: 93, 61: 1,
+    16: 15,
+    17: 1,
+    18: 5,
+    19: 1,
+    20: 3,
+    21: 9,
+    22: 3,
+    23: 15,
+    24: 3,
+    25: 39,
+    26: 5,
+    27: 39,
+    28: 57,
+    29: 3,
+    30: 35,
+    31: 1,
+    32: 5,
+    33: 9,
+    34: 41,
+    35: 31,
+    36: 5,
+    37: 25,
+    38: 45,
+    39: 7,
+    40: 87,
+    41: 21,
+    42: 11,
+    43: 57,
+    44: 17,
+    45: 55,
+    46: 21,
+    47: 115,
+    48: 59,
+    49: 81,
+    50: 27,
+    51: 129,
+    52: 47,
+    53: 111,
+    54: 33,
+    55: 55,
+    56: 5,
+    57: 13,
+    58: 27,
+    59: 55,
+    60: 93,
+    61: 1,
     62: 57,
 }
 
@@ -112,7 +154,7 @@ def subtract_into(acc: FieldVector, b: FieldVector, modulus: int) -> None:
 
 def negate(a: FieldVector, modulus: int) -> FieldVector:
     """(-a) mod p, as a new array."""
-    out = np.subtract(np.uint64(modulus), a, dtype=np.uint64)
+    out: FieldVector = np.subtract(np.uint64(modulus), a, dtype=np.uint64)
     out[out == modulus] = 0
     return out
 

@@ -1,0 +1,345 @@
+"""The SecAgg / SecAgg+ client as a sans-I/O state machine (Bonawitz et al. 2017, Fig. 4).
+
+A ``SecAggClient`` never touches a socket or a clock. ``start()`` returns its round-0 message;
+``receive(server_message)`` checks the message against the round table (``state.CLIENT_EXPECTS``)
+and every rule an honest client enforces, and returns its reply for the round. When the server
+breaks a rule, the client aborts: it raises ``AbortedError`` naming the round and the reason,
+moves to ``Round.ABORTED`` and reveals nothing more.
+
+Rules enforced here (DESIGN.md section 3): keys only from neighbours, valid and pairwise distinct,
+signed in the active mode; share bundles only from neighbours in U1, authentic; at least t of its
+closed neighbourhood left at every round; in round 4 the server's survivor and dropped sets are
+disjoint, made of its U2 neighbours, and cover them, so it never reveals both shares of a client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import ClassVar, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from .errors import AbortedError, LocalProtocolError, RemoteProtocolError
+from .masking import FieldAccumulator, add_pairwise_mask, add_self_mask, pairwise_sign
+from .messages import (
+    BUNDLE_PLAINTEXT_SIZE,
+    AdvertiseKeys,
+    ClientMessage,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyList,
+    MaskedInput,
+    PublicKeys,
+    ServerMessage,
+    ShareBundles,
+    ShareKeys,
+    UnmaskingRequest,
+    UnmaskingShares,
+)
+from .primitives import aead, shamir, signatures
+from .primitives.field import FieldVector, as_field_vector
+from .primitives.key_agreement import (
+    KeyPurpose,
+    derive_key,
+    generate_private_key,
+    load_public_key,
+    public_bytes,
+)
+from .primitives.prg import MaskGenerator
+from .session import RoundSetup
+from .state import CLIENT_EXPECTS, Round, next_round
+
+RandomBytes = Callable[[int], bytes]
+
+
+class SecAggClient:
+    """One client of one round.
+
+    Args:
+        setup: the round's config, nonce and (active mode) roster.
+        client_id: this client's id, in 1..n.
+        input_vector: x_u, m integers in [0, p); may instead be given later with ``set_input``.
+        random_bytes: the source of randomness (default ``os.urandom``); inject for tests.
+        identity_key: active mode only: this client's long-term Ed25519 key, matching the roster.
+    """
+
+    def __init__(
+        self,
+        setup: RoundSetup,
+        client_id: int,
+        input_vector: object = None,
+        *,
+        random_bytes: RandomBytes = os.urandom,
+        identity_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        config = setup.config
+        if not isinstance(client_id, int) or not 1 <= client_id <= config.num_clients:
+            raise LocalProtocolError(f"client id must be in 1..{config.num_clients}, got {client_id!r}")
+        if config.is_active:
+            if identity_key is None:
+                raise LocalProtocolError("the active mode needs the client's Ed25519 identity key")
+            assert setup.roster is not None
+            if signatures.identity_public_bytes(identity_key) != setup.roster[client_id]:
+                raise LocalProtocolError(f"identity key does not match the roster for client {client_id}")
+        self.setup = setup
+        self.config = config
+        self.client_id = client_id
+        self.round = Round.ADVERTISE_KEYS
+        self._random_bytes = random_bytes
+        self._identity_key = identity_key
+        self._input: FieldVector | None = None
+        if input_vector is not None:
+            self.set_input(input_vector)
+        self._neighbours = setup.graph.neighbours(client_id)
+        # Filled in as the rounds go.
+        self._c_key: X25519PrivateKey | None = None
+        self._s_key: X25519PrivateKey | None = None
+        self._self_mask_seed = b""
+        self._keys: dict[int, PublicKeys] = {}  # U1 neighbours -> keys
+        self._u2_view: frozenset[int] = frozenset()  # U2 neighbours and self
+        self._sk_shares: dict[int, bytes] = {}  # v -> my share of s_v^SK (v in U2 view)
+        self._b_shares: dict[int, bytes] = {}  # v -> my share of b_v
+        self._signed_survivors: frozenset[int] | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def set_input(self, input_vector: object) -> None:
+        """Give x_u (m integers in [0, p)); allowed until the masked input is sent."""
+        if self.round not in (Round.ADVERTISE_KEYS, Round.SHARE_KEYS, Round.MASKED_INPUT):
+            raise LocalProtocolError(f"the input can no longer change in round {self.round.value}")
+        try:
+            self._input = as_field_vector(
+                input_vector, self.config.vector_length, self.config.modulus, "input vector"
+            )
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+
+    def start(self) -> AdvertiseKeys:
+        """Round 0 (AdvertiseKeys): fresh key pairs c and s, and a fresh self-mask seed b."""
+        if self.round is not Round.ADVERTISE_KEYS:
+            raise LocalProtocolError(f"start() called in round {self.round.value}")
+        self._c_key = generate_private_key(self._random_bytes(32))
+        # s_SK is Shamir-shared, so it must be a field element of the Shamir prime.
+        self._s_key = generate_private_key(shamir.random_secret(self._random_bytes))
+        self._self_mask_seed = shamir.random_secret(self._random_bytes)
+        c_pk, s_pk = public_bytes(self._c_key), public_bytes(self._s_key)
+        signature = None
+        if self._identity_key is not None:
+            payload = signatures.advertise_payload(self.setup.session_id, self.client_id, c_pk, s_pk)
+            signature = signatures.sign(self._identity_key, payload)
+        self.round = Round.SHARE_KEYS
+        return AdvertiseKeys(self.client_id, c_pk, s_pk, signature)
+
+    def receive(self, message: ServerMessage) -> ClientMessage:
+        """Handle the server's message for the current round and return this client's reply.
+
+        Raises ``AbortedError`` (and stays aborted) when the server broke the protocol;
+        ``LocalProtocolError`` when called in a final state or before the input is set.
+        """
+        if self.round in (Round.DONE, Round.ABORTED, Round.ADVERTISE_KEYS):
+            raise LocalProtocolError(f"receive() called in state {self.round.value}")
+        expected = CLIENT_EXPECTS[self.round]
+        if not isinstance(message, expected):
+            self._abort(f"expected {expected.__name__}, got {type(message).__name__}")
+        if message.recipient != self.client_id:
+            self._abort(f"message addressed to client {message.recipient}")
+        if self.round is Round.MASKED_INPUT and self._input is None:
+            raise LocalProtocolError("set_input() must be called before the masked input round")
+        handler = self._HANDLERS[self.round]
+        try:
+            reply = handler(self, message)
+        except RemoteProtocolError as exc:
+            self._abort(str(exc))
+        self.round = next_round(self.round, self.config.is_active)
+        return reply
+
+    # -- rounds -------------------------------------------------------------------------------
+
+    def _on_key_list(self, message: KeyList) -> ShareKeys:
+        """Round 1 (ShareKeys): check U1 keys, Shamir-share s_SK and b, encrypt a bundle each."""
+        keys = dict(message.keys)
+        strangers = set(keys) - self._neighbours
+        if strangers:
+            self._abort(f"key list names clients that are not neighbours: {sorted(strangers)[:5]}")
+        assert self._c_key is not None and self._s_key is not None
+        own = [public_bytes(self._c_key), public_bytes(self._s_key)]
+        every_key = own + [k for pk in keys.values() for k in (pk.c_pk, pk.s_pk)]
+        if len(set(every_key)) != len(every_key):
+            self._abort("key list contains duplicated public keys")
+        for v, pk in keys.items():
+            load_public_key(pk.c_pk)  # raises RemoteProtocolError -> abort
+            load_public_key(pk.s_pk)
+            if self.config.is_active:
+                assert self.setup.roster is not None
+                payload = signatures.advertise_payload(self.setup.session_id, v, pk.c_pk, pk.s_pk)
+                if not signatures.verify(self.setup.roster[v], pk.signature, payload):
+                    self._abort(f"invalid signature on the keys of client {v}")
+        self._require_threshold(len(keys) + 1, "neighbours advertised keys")
+        self._keys = keys
+        holders = set(keys) | {self.client_id}
+        t = self.config.threshold
+        sk_shares = shamir.share(self._s_key.private_bytes_raw(), t, holders, self._random_bytes)
+        b_shares = shamir.share(self._self_mask_seed, t, holders, self._random_bytes)
+        self._sk_shares[self.client_id] = sk_shares[self.client_id]
+        self._b_shares[self.client_id] = b_shares[self.client_id]
+        ciphertexts = {}
+        for v in sorted(keys):
+            plaintext = self.client_id.to_bytes(4, "big") + v.to_bytes(4, "big") + sk_shares[v] + b_shares[v]
+            ciphertexts[v] = aead.encrypt(
+                self._channel_key(v),
+                plaintext,
+                session_id=self.setup.session_id,
+                sender=self.client_id,
+                recipient=v,
+                round_index=Round.SHARE_KEYS.number,
+            )
+        return ShareKeys(self.client_id, ciphertexts)
+
+    def _on_share_bundles(self, message: ShareBundles) -> MaskedInput:
+        """Round 2 (MaskedInputCollection): open the bundles, mask x with b and every s_uv."""
+        senders = set(message.ciphertexts)
+        strangers = senders - set(self._keys)
+        if strangers:
+            self._abort(f"share bundles from clients not in U1 among neighbours: {sorted(strangers)[:5]}")
+        self._require_threshold(len(senders) + 1, "neighbours shared keys (U2)")
+        for v in sorted(senders):
+            plaintext = aead.decrypt(
+                self._channel_key(v),
+                message.ciphertexts[v],
+                session_id=self.setup.session_id,
+                sender=v,
+                recipient=self.client_id,
+                round_index=Round.SHARE_KEYS.number,
+            )
+            if len(plaintext) != BUNDLE_PLAINTEXT_SIZE:
+                raise RemoteProtocolError(f"share bundle from client {v} has the wrong size")
+            if (int.from_bytes(plaintext[:4], "big"), int.from_bytes(plaintext[4:8], "big")) != (
+                v,
+                self.client_id,
+            ):
+                raise RemoteProtocolError(f"share bundle from client {v} names other clients")
+            sk_share, b_share = plaintext[8:40], plaintext[40:72]
+            for share in (sk_share, b_share):
+                try:
+                    shamir.decode_element(share)
+                except ValueError:
+                    raise RemoteProtocolError(f"share from client {v} is out of range") from None
+            self._sk_shares[v] = sk_share
+            self._b_shares[v] = b_share
+        self._u2_view = frozenset(senders | {self.client_id})
+        return MaskedInput(self.client_id, self._masked_input(senders))
+
+    def _masked_input(self, neighbours_in_u2: set[int]) -> FieldVector:
+        assert self._input is not None and self._s_key is not None
+        m, p = self.config.vector_length, self.config.modulus
+        generator = MaskGenerator(m, p)
+        acc = FieldAccumulator(m, p)
+        acc.add(self._input)
+        add_self_mask(acc, generator, self._self_mask_seed)
+        for v in sorted(neighbours_in_u2):
+            seed = self._pairwise_seed(v)
+            add_pairwise_mask(acc, generator, seed, pairwise_sign(self.client_id, v))
+        return acc.value()
+
+    def _on_consistency_request(self, message: ConsistencyRequest) -> ConsistencySignature:
+        """Round 3 (ConsistencyCheck, active mode): sign the server's U3."""
+        self._check_survivors(message.survivors)
+        assert self._identity_key is not None
+        self._signed_survivors = message.survivors
+        payload = signatures.consistency_payload(self.setup.session_id, message.survivors)
+        return ConsistencySignature(self.client_id, signatures.sign(self._identity_key, payload))
+
+    def _on_unmasking_request(self, message: UnmaskingRequest) -> UnmaskingShares:
+        """Round 4 (Unmasking): b_v shares for survivors, s_v^SK shares for the dropped; never both."""
+        survivors, dropped = message.survivors, message.dropped
+        if self.config.is_active:
+            if survivors != self._signed_survivors:
+                self._abort("U3 differs from the set this client signed in round 3")
+            self._check_consistency_signatures(message)
+        elif message.signatures:
+            self._abort("signatures sent in the semi-honest mode")
+        overlap = survivors & dropped
+        if overlap:
+            self._abort(f"clients listed as both survived and dropped: {sorted(overlap)[:5]}")
+        self._check_survivors(survivors)
+        local_survivors = survivors & self._u2_view
+        bad_dropped = dropped - (self._u2_view - {self.client_id})
+        if bad_dropped:
+            self._abort(f"dropped clients that are not neighbours in U2: {sorted(bad_dropped)[:5]}")
+        unaccounted = self._u2_view - local_survivors - dropped
+        if unaccounted:
+            self._abort(f"neighbours in U2 neither survived nor dropped: {sorted(unaccounted)[:5]}")
+        return UnmaskingShares(
+            self.client_id,
+            {v: self._b_shares[v] for v in sorted(local_survivors)},
+            {v: self._sk_shares[v] for v in sorted(dropped)},
+        )
+
+    _HANDLERS: ClassVar[dict[Round, Callable[..., ClientMessage]]] = {
+        Round.SHARE_KEYS: _on_key_list,
+        Round.MASKED_INPUT: _on_share_bundles,
+        Round.CONSISTENCY_CHECK: _on_consistency_request,
+        Round.UNMASKING: _on_unmasking_request,
+    }
+
+    # -- checks and helpers -------------------------------------------------------------------
+
+    def _check_survivors(self, survivors: frozenset[int]) -> None:
+        """U3 must contain this client, be within 1..n, and keep t of its U2 neighbourhood."""
+        if self.client_id not in survivors:
+            self._abort("this client is not in the server's U3")
+        if max(survivors) > self.config.num_clients:
+            self._abort("U3 names an unknown client id")
+        closed = self._neighbours | {self.client_id}
+        outsiders = (survivors & closed) - self._u2_view
+        if outsiders:
+            self._abort(f"U3 names neighbours that were not in U2: {sorted(outsiders)[:5]}")
+        self._require_threshold(len(survivors & self._u2_view), "neighbours in U3")
+
+    def _check_consistency_signatures(self, message: UnmaskingRequest) -> None:
+        sigs = message.signatures or {}
+        outsiders = set(sigs) - set(message.survivors)
+        if outsiders:
+            self._abort(f"consistency signatures from clients not in U3: {sorted(outsiders)[:5]}")
+        if len(sigs) < self.config.threshold:
+            self._abort(f"only {len(sigs)} consistency signatures, threshold is {self.config.threshold}")
+        assert self.setup.roster is not None
+        payload = signatures.consistency_payload(self.setup.session_id, message.survivors)
+        for v, sig in sigs.items():
+            if not signatures.verify(self.setup.roster[v], sig, payload):
+                self._abort(f"invalid consistency signature from client {v}")
+
+    def _require_threshold(self, count: int, what: str) -> None:
+        if count < self.config.threshold:
+            self._abort(f"only {count} {what} (including this client), threshold is {self.config.threshold}")
+
+    def _channel_key(self, peer: int) -> bytes:
+        assert self._c_key is not None
+        return derive_key(
+            self._c_key,
+            self._keys[peer].c_pk,
+            purpose=KeyPurpose.SHARE_CHANNEL,
+            session_id=self.setup.session_id,
+            own_id=self.client_id,
+            own_public=public_bytes(self._c_key),
+            peer_id=peer,
+        )
+
+    def _pairwise_seed(self, peer: int) -> bytes:
+        assert self._s_key is not None
+        return derive_key(
+            self._s_key,
+            self._keys[peer].s_pk,
+            purpose=KeyPurpose.PAIRWISE_MASK,
+            session_id=self.setup.session_id,
+            own_id=self.client_id,
+            own_public=public_bytes(self._s_key),
+            peer_id=peer,
+        )
+
+    def _abort(self, reason: str) -> NoReturn:
+        failed_round = self.round
+        self.round = Round.ABORTED
+        raise AbortedError(failed_round.value, f"client {self.client_id}: {reason}")

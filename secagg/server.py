@@ -1,0 +1,347 @@
+"""The SecAgg / SecAgg+ server as a sans-I/O state machine (Bonawitz et al. 2017, Fig. 4).
+
+The server is fed client messages with ``receive`` and never raises for what a client sends: a
+message from an unknown id or a client no longer in the round is ignored and logged in
+``rejected``; a malformed, out-of-range, wrong-round or duplicate message drops its sender with a
+reason in ``dropped``. The transport (or the in-memory simulator) decides *when* to move on, from
+``responded``, ``waiting_for`` and ``can_advance()``; ``advance()`` closes the round and returns
+the messages for the next one, or raises ``AbortedError`` when fewer than t clients remain.
+Masked inputs are added as they arrive (one accumulator, O(m) memory); the final ``advance()``
+reconstructs the secrets of round 4 and releases ``result``, the sum over U3, and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, NoReturn
+
+from .errors import AbortedError, LocalProtocolError, RemoteProtocolError
+from .masking import FieldAccumulator, add_pairwise_mask, add_self_mask, pairwise_sign
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyList,
+    MaskedInput,
+    PublicKeys,
+    ServerMessage,
+    ShareBundles,
+    ShareKeys,
+    UnmaskingRequest,
+    UnmaskingShares,
+)
+from .primitives import shamir, signatures
+from .primitives.field import FieldVector, is_field_vector
+from .primitives.key_agreement import (
+    KeyPurpose,
+    derive_key,
+    generate_private_key,
+    is_valid_public_key,
+    public_bytes,
+)
+from .primitives.prg import MaskGenerator
+from .session import RoundSetup
+from .state import SERVER_EXPECTS, Round, next_round
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Why and when the server dropped a client."""
+
+    round: Round
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A message the server ignored without dropping anyone (unknown or departed sender)."""
+
+    round: Round
+    sender: object
+    reason: str
+
+
+class SecAggServer:
+    """The server of one round. See the module docstring for the contract."""
+
+    def __init__(self, setup: RoundSetup) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.graph = setup.graph
+        self.round = Round.ADVERTISE_KEYS
+        self.dropped: dict[int, Drop] = {}
+        self.rejected: list[Rejection] = []
+        self.result: FieldVector | None = None
+        self.abort_reason: AbortedError | None = None
+        self.closed_rounds: dict[Round, frozenset[int]] = {}  # round -> clients accepted in it
+        # U_i of Fig. 4, filled as the rounds close.
+        self.u1: frozenset[int] = frozenset()
+        self.u2: frozenset[int] = frozenset()
+        self.u3: frozenset[int] = frozenset()
+        self.u4: frozenset[int] = frozenset()
+        self.u5: frozenset[int] = frozenset()
+        self._live = frozenset(range(1, self.config.num_clients + 1))  # asked this round
+        self._responses: dict[int, object] = {}
+        self._keys: dict[int, AdvertiseKeys] = {}
+        self._key_owner: dict[bytes, int] = {}
+        self._bundles: dict[int, Mapping[int, bytes]] = {}
+        self._sum: FieldAccumulator | None = None
+        self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
+
+    # -- readiness (the transport decides when to advance) ------------------------------------
+
+    @property
+    def responded(self) -> frozenset[int]:
+        """Clients whose message for the current round was accepted."""
+        return frozenset(self._responses)
+
+    @property
+    def waiting_for(self) -> frozenset[int]:
+        """Live clients the server still expects a message from in this round."""
+        return frozenset(self._live - set(self._responses) - set(self.dropped))
+
+    def can_advance(self) -> bool:
+        """True when at least t clients responded, so ``advance()`` will not abort for lack of them."""
+        return self.round in SERVER_EXPECTS and len(self._responses) >= self.config.threshold
+
+    @property
+    def survivors(self) -> frozenset[int]:
+        """U3: the clients whose inputs are in the sum."""
+        return self.u3
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def receive(self, message: object) -> None:
+        """Take one client message. Never raises for anything a client may send."""
+        sender = getattr(message, "sender", None)
+        n = self.config.num_clients
+        if not isinstance(sender, int) or isinstance(sender, bool) or not 1 <= sender <= n:
+            self.rejected.append(Rejection(self.round, sender, f"unknown client id {sender!r}"))
+            return
+        if self.round not in SERVER_EXPECTS:
+            self.rejected.append(Rejection(self.round, sender, f"round is {self.round.value}"))
+            return
+        if sender in self.dropped or sender not in self._live:
+            self.rejected.append(Rejection(self.round, sender, "client is no longer in the round"))
+            return
+        expected = SERVER_EXPECTS[self.round]
+        if not isinstance(message, expected):
+            self._drop(sender, f"wrong round: sent {type(message).__name__}, expected {expected.__name__}")
+            return
+        if sender in self._responses or (self.round is Round.MASKED_INPUT and sender in self._in_sum):
+            self._drop(sender, f"duplicate {expected.__name__}")
+            return
+        try:
+            self._CHECKS[self.round](self, message)
+        except RemoteProtocolError as exc:
+            self._drop(sender, str(exc))
+            return
+        self._responses[sender] = message
+
+    # -- round checks (each raises RemoteProtocolError to drop the sender) ----------------------
+
+    def _check_advertise(self, msg: AdvertiseKeys) -> None:
+        for key in (msg.c_pk, msg.s_pk):
+            if not is_valid_public_key(key):
+                raise RemoteProtocolError("invalid or low-order X25519 public key")
+        if msg.c_pk == msg.s_pk:
+            raise RemoteProtocolError("c_PK and s_PK must differ")
+        for key in (msg.c_pk, msg.s_pk):
+            if key in self._key_owner:
+                raise RemoteProtocolError(f"public key already advertised by client {self._key_owner[key]}")
+        if self.config.is_active:
+            assert self.setup.roster is not None
+            payload = signatures.advertise_payload(self.setup.session_id, msg.sender, msg.c_pk, msg.s_pk)
+            if not signatures.verify(self.setup.roster[msg.sender], msg.signature, payload):
+                raise RemoteProtocolError("invalid signature on advertised keys")
+        elif msg.signature is not None:
+            raise RemoteProtocolError("signature sent in the semi-honest mode")
+        self._key_owner[msg.c_pk] = msg.sender
+        self._key_owner[msg.s_pk] = msg.sender
+
+    def _check_share_keys(self, msg: ShareKeys) -> None:
+        expected = self.graph.neighbours(msg.sender) & self.u1
+        got = set(msg.ciphertexts)
+        if got != expected:
+            raise RemoteProtocolError(
+                f"share bundles must go to exactly its {len(expected)} neighbours in U1; "
+                f"missing {sorted(expected - got)[:5]}, unexpected {sorted(got - expected)[:5]}"
+            )
+
+    def _check_masked_input(self, msg: MaskedInput) -> None:
+        m, p = self.config.vector_length, self.config.modulus
+        if not is_field_vector(msg.vector, m, p):
+            raise RemoteProtocolError(
+                f"masked input must be {m} integers in [0, {p}); got shape {msg.vector.shape}, "
+                f"dtype {msg.vector.dtype}"
+            )
+        if self._sum is None:
+            self._sum = FieldAccumulator(m, p)
+        self._sum.add(msg.vector)
+        self._in_sum.add(msg.sender)
+
+    def _check_consistency(self, msg: ConsistencySignature) -> None:
+        assert self.setup.roster is not None
+        payload = signatures.consistency_payload(self.setup.session_id, self.u3)
+        if not signatures.verify(self.setup.roster[msg.sender], msg.signature, payload):
+            raise RemoteProtocolError("invalid consistency signature over U3")
+
+    def _check_unmasking(self, msg: UnmaskingShares) -> None:
+        want_b, want_sk = self._unmasking_sets(msg.sender)
+        if set(msg.self_mask_shares) != want_b or set(msg.secret_key_shares) != want_sk:
+            raise RemoteProtocolError("unmasking shares do not match the requested survivors/dropped sets")
+        for share in (*msg.self_mask_shares.values(), *msg.secret_key_shares.values()):
+            try:
+                shamir.decode_element(share)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"malformed share: {exc}") from None
+
+    _CHECKS: ClassVar[dict[Round, Callable[..., None]]] = {
+        Round.ADVERTISE_KEYS: _check_advertise,
+        Round.SHARE_KEYS: _check_share_keys,
+        Round.MASKED_INPUT: _check_masked_input,
+        Round.CONSISTENCY_CHECK: _check_consistency,
+        Round.UNMASKING: _check_unmasking,
+    }
+
+    # -- advancing ------------------------------------------------------------------------------
+
+    def advance(self) -> dict[int, ServerMessage]:
+        """Close the current round; return the next round's message for each live client.
+
+        After round 4 it returns ``{}`` and sets ``result``. Raises ``AbortedError`` when fewer
+        than t clients responded (or a secret cannot be reconstructed); the round then stays
+        aborted and no sum is ever released.
+        """
+        if self.round not in SERVER_EXPECTS:
+            raise LocalProtocolError(f"advance() called in state {self.round.value}")
+        responded = frozenset(self._responses)
+        if len(responded) < self.config.threshold:
+            self._abort(f"only {len(responded)} clients responded, threshold is {self.config.threshold}")
+        closing = self.round
+        outgoing = self._CLOSERS[closing](self, responded)
+        self.closed_rounds[closing] = responded
+        self.round = next_round(closing, self.config.is_active)
+        if self.round is not Round.DONE:
+            self._live = frozenset(outgoing)
+        self._responses = {}
+        return outgoing
+
+    def _close_advertise(self, u1: frozenset[int]) -> dict[int, ServerMessage]:
+        self.u1 = u1
+        self._keys = {u: msg for u, msg in self._responses.items() if isinstance(msg, AdvertiseKeys)}
+        out: dict[int, ServerMessage] = {}
+        for u in sorted(u1):
+            keys = {
+                v: PublicKeys(self._keys[v].c_pk, self._keys[v].s_pk, self._keys[v].signature)
+                for v in sorted(self.graph.neighbours(u) & u1)
+            }
+            out[u] = KeyList(u, keys)
+        return out
+
+    def _close_share_keys(self, u2: frozenset[int]) -> dict[int, ServerMessage]:
+        self.u2 = u2
+        self._bundles = {
+            u: msg.ciphertexts for u, msg in self._responses.items() if isinstance(msg, ShareKeys)
+        }
+        out: dict[int, ServerMessage] = {}
+        for u in sorted(u2):
+            incoming = {v: self._bundles[v][u] for v in sorted(self.graph.neighbours(u) & u2)}
+            out[u] = ShareBundles(u, incoming)
+        self._bundles = {}  # routed; the server keeps no copy
+        return out
+
+    def _close_masked_input(self, u3: frozenset[int]) -> dict[int, ServerMessage]:
+        # Clients dropped after their input was added stay in U3: their masks must still go.
+        self.u3 = frozenset(self._in_sum)
+        if len(self.u3) < self.config.threshold:
+            self._abort(f"only {len(self.u3)} masked inputs, threshold is {self.config.threshold}")
+        out: dict[int, ServerMessage] = {}
+        for u in sorted(u3):
+            if self.config.is_active:
+                out[u] = ConsistencyRequest(u, self.u3)
+            else:
+                b_set, sk_set = self._unmasking_sets(u)
+                out[u] = UnmaskingRequest(u, frozenset(b_set), frozenset(sk_set))
+        return out
+
+    def _close_consistency(self, u4: frozenset[int]) -> dict[int, ServerMessage]:
+        self.u4 = u4
+        sigs = {
+            u: msg.signature for u, msg in self._responses.items() if isinstance(msg, ConsistencySignature)
+        }
+        out: dict[int, ServerMessage] = {}
+        for u in sorted(u4):
+            _, sk_set = self._unmasking_sets(u)
+            out[u] = UnmaskingRequest(u, self.u3, frozenset(sk_set), dict(sorted(sigs.items())))
+        return out
+
+    def _close_unmasking(self, u5: frozenset[int]) -> dict[int, ServerMessage]:
+        self.u5 = u5
+        responses = {u: msg for u, msg in self._responses.items() if isinstance(msg, UnmaskingShares)}
+        assert self._sum is not None
+        m, p = self.config.vector_length, self.config.modulus
+        generator = MaskGenerator(m, p)
+        total = self._sum
+        for u in sorted(self.u3):
+            shares = {w: r.self_mask_shares[u] for w, r in responses.items() if u in r.self_mask_shares}
+            seed = self._reconstruct(shares, f"self-mask seed b of client {u}")
+            add_self_mask(total, generator, seed, sign=-1)
+        for v in sorted(self.u2 - self.u3):
+            partners = sorted(self.graph.neighbours(v) & self.u3)
+            if not partners:
+                continue
+            shares = {w: r.secret_key_shares[v] for w, r in responses.items() if v in r.secret_key_shares}
+            secret = self._reconstruct(shares, f"masking key s_SK of dropped client {v}")
+            s_key = generate_private_key(secret)
+            if public_bytes(s_key) != self._keys[v].s_pk:
+                self._abort(f"reconstructed s_SK of client {v} does not match its s_PK (bad shares)")
+            for u in partners:
+                seed = derive_key(
+                    s_key,
+                    self._keys[u].s_pk,
+                    purpose=KeyPurpose.PAIRWISE_MASK,
+                    session_id=self.setup.session_id,
+                    own_id=v,
+                    own_public=self._keys[v].s_pk,
+                    peer_id=u,
+                )
+                # u added pairwise_sign(u, v) * PRG(s_uv); take it back out.
+                add_pairwise_mask(total, generator, seed, -pairwise_sign(u, v))
+        self.result = total.value()
+        self._sum = None
+        return {}
+
+    _CLOSERS: ClassVar[dict[Round, Callable[..., dict[int, ServerMessage]]]] = {
+        Round.ADVERTISE_KEYS: _close_advertise,
+        Round.SHARE_KEYS: _close_share_keys,
+        Round.MASKED_INPUT: _close_masked_input,
+        Round.CONSISTENCY_CHECK: _close_consistency,
+        Round.UNMASKING: _close_unmasking,
+    }
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _unmasking_sets(self, u: int) -> tuple[set[int], set[int]]:
+        """For client u: whose b shares it must reveal (U3 in its U2 neighbourhood) and whose
+        s_SK shares (its U2 neighbours not in U3)."""
+        closed = (self.graph.neighbours(u) | {u}) & self.u2
+        return set(closed & self.u3), set(closed - self.u3)
+
+    def _reconstruct(self, shares: dict[int, bytes], what: str) -> bytes:
+        if len(shares) < self.config.threshold:
+            self._abort(f"only {len(shares)} shares of the {what}, threshold is {self.config.threshold}")
+        return shamir.reconstruct(shares, self.config.threshold)
+
+    def _drop(self, sender: int, reason: str) -> None:
+        self.dropped[sender] = Drop(self.round, reason)
+        self._responses.pop(sender, None)
+
+    def _abort(self, reason: str) -> NoReturn:
+        failed = self.round
+        self.round = Round.ABORTED
+        self._sum = None
+        self.result = None
+        self.abort_reason = AbortedError(failed.value, reason)
+        raise self.abort_reason
