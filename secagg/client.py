@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .errors import AbortedError, LocalProtocolError, RemoteProtocolError
-from .masking import FieldAccumulator, add_pairwise_mask, add_self_mask, pairwise_sign
+from .masking import MaskTerm, apply_masks, pairwise_sign
 from .messages import (
     BUNDLE_PLAINTEXT_SIZE,
     AdvertiseKeys,
@@ -44,10 +44,9 @@ from .primitives.key_agreement import (
     KeyPurpose,
     derive_key,
     generate_private_key,
-    load_public_key,
     public_bytes,
 )
-from .primitives.prg import MaskGenerator
+from .primitives.prg import MaskDomain
 from .session import RoundSetup
 from .state import CLIENT_EXPECTS, Round, next_round
 
@@ -102,6 +101,8 @@ class SecAggClient:
         self._sk_shares: dict[int, bytes] = {}  # v -> my share of s_v^SK (v in U2 view)
         self._b_shares: dict[int, bytes] = {}  # v -> my share of b_v
         self._signed_survivors: frozenset[int] | None = None
+        self._channel_keys: dict[int, bytes] = {}  # v -> AES-GCM key shared with v
+        self._mask_seeds: dict[int, bytes] = {}  # v -> s_uv
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -169,8 +170,6 @@ class SecAggClient:
         if len(set(every_key)) != len(every_key):
             self._abort("key list contains duplicated public keys")
         for v, pk in keys.items():
-            load_public_key(pk.c_pk)  # raises RemoteProtocolError -> abort
-            load_public_key(pk.s_pk)
             if self.config.is_active:
                 assert self.setup.roster is not None
                 payload = signatures.advertise_payload(self.setup.session_id, v, pk.c_pk, pk.s_pk)
@@ -178,6 +177,10 @@ class SecAggClient:
                     self._abort(f"invalid signature on the keys of client {v}")
         self._require_threshold(len(keys) + 1, "neighbours advertised keys")
         self._keys = keys
+        # One X25519 exchange per key and neighbour; each also rejects a low-order key.
+        for v in sorted(keys):
+            self._channel_keys[v] = self._derive(v, KeyPurpose.SHARE_CHANNEL)
+            self._mask_seeds[v] = self._derive(v, KeyPurpose.PAIRWISE_MASK)
         holders = set(keys) | {self.client_id}
         t = self.config.threshold
         sk_shares = shamir.share(self._s_key.private_bytes_raw(), t, holders, self._random_bytes)
@@ -188,7 +191,7 @@ class SecAggClient:
         for v in sorted(keys):
             plaintext = self.client_id.to_bytes(4, "big") + v.to_bytes(4, "big") + sk_shares[v] + b_shares[v]
             ciphertexts[v] = aead.encrypt(
-                self._channel_key(v),
+                self._channel_keys[v],
                 plaintext,
                 session_id=self.setup.session_id,
                 sender=self.client_id,
@@ -206,7 +209,7 @@ class SecAggClient:
         self._require_threshold(len(senders) + 1, "neighbours shared keys (U2)")
         for v in sorted(senders):
             plaintext = aead.decrypt(
-                self._channel_key(v),
+                self._channel_keys[v],
                 message.ciphertexts[v],
                 session_id=self.setup.session_id,
                 sender=v,
@@ -232,16 +235,15 @@ class SecAggClient:
         return MaskedInput(self.client_id, self._masked_input(senders))
 
     def _masked_input(self, neighbours_in_u2: set[int]) -> FieldVector:
-        assert self._input is not None and self._s_key is not None
-        m, p = self.config.vector_length, self.config.modulus
-        generator = MaskGenerator(m, p)
-        acc = FieldAccumulator(m, p)
-        acc.add(self._input)
-        add_self_mask(acc, generator, self._self_mask_seed)
-        for v in sorted(neighbours_in_u2):
-            seed = self._pairwise_seed(v)
-            add_pairwise_mask(acc, generator, seed, pairwise_sign(self.client_id, v))
-        return acc.value()
+        assert self._input is not None
+        terms = [MaskTerm(self._self_mask_seed, MaskDomain.SELF, 1)]
+        terms += [
+            MaskTerm(self._mask_seeds[v], MaskDomain.PAIRWISE, pairwise_sign(self.client_id, v))
+            for v in sorted(neighbours_in_u2)
+        ]
+        masked: FieldVector = self._input.copy()
+        apply_masks(masked, terms, self.config.modulus)
+        return masked
 
     def _on_consistency_request(self, message: ConsistencyRequest) -> ConsistencySignature:
         """Round 3 (ConsistencyCheck, active mode): sign the server's U3."""
@@ -315,27 +317,17 @@ class SecAggClient:
         if count < self.config.threshold:
             self._abort(f"only {count} {what} (including this client), threshold is {self.config.threshold}")
 
-    def _channel_key(self, peer: int) -> bytes:
-        assert self._c_key is not None
+    def _derive(self, peer: int, purpose: KeyPurpose) -> bytes:
+        own = self._c_key if purpose is KeyPurpose.SHARE_CHANNEL else self._s_key
+        assert own is not None
+        keys = self._keys[peer]
         return derive_key(
-            self._c_key,
-            self._keys[peer].c_pk,
-            purpose=KeyPurpose.SHARE_CHANNEL,
+            own,
+            keys.c_pk if purpose is KeyPurpose.SHARE_CHANNEL else keys.s_pk,
+            purpose=purpose,
             session_id=self.setup.session_id,
             own_id=self.client_id,
-            own_public=public_bytes(self._c_key),
-            peer_id=peer,
-        )
-
-    def _pairwise_seed(self, peer: int) -> bytes:
-        assert self._s_key is not None
-        return derive_key(
-            self._s_key,
-            self._keys[peer].s_pk,
-            purpose=KeyPurpose.PAIRWISE_MASK,
-            session_id=self.setup.session_id,
-            own_id=self.client_id,
-            own_public=public_bytes(self._s_key),
+            own_public=public_bytes(own),
             peer_id=peer,
         )
 

@@ -15,7 +15,8 @@ p < 2**32 and fewer than 2**32 terms), so each mask costs one numpy add.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -97,3 +98,43 @@ def add_self_mask(acc: FieldAccumulator, generator: MaskGenerator, seed: bytes, 
 def add_pairwise_mask(acc: FieldAccumulator, generator: MaskGenerator, seed: bytes, sign: int) -> None:
     """acc += sign * PRG_pairwise(s_uv)."""
     acc.add_signed(generator.expand_words(seed, MaskDomain.PAIRWISE), sign)
+
+
+# -- multi-mask application (the hot path of both client and server) ----------------------------
+
+
+class MaskTerm(NamedTuple):
+    """One mask to add (sign +1) or subtract (sign -1): PRG(seed) in the given domain."""
+
+    seed: bytes
+    domain: MaskDomain
+    sign: int
+
+
+def _batches(terms: Sequence[MaskTerm], modulus: int) -> list[Sequence[MaskTerm]]:
+    # acc (< p) + offset (minus terms * p) + one (< p) word per plus term must fit in uint64.
+    size = max(1, _U64_MAX // modulus - 2)
+    return [terms[i : i + size] for i in range(0, len(terms), size)]
+
+
+def apply_masks(acc: FieldVector, terms: Sequence[MaskTerm], modulus: int) -> None:
+    """acc <- (acc + sum of sign * PRG(seed)) mod p, in place; ``acc`` must hold values < p.
+
+    One AES-CTR pass and one numpy add (or subtract) per mask into the uint64 accumulator,
+    with a single reduction per batch (one batch for p < 2**32): subtracted terms are made safe
+    by first adding (number of subtracted terms) * p, so nothing ever goes below zero.
+    (Blocking the loop so that the accumulator stays in cache was measured: no faster at
+    m = 100,000, as numpy's widening add, not memory, is the cost next to AES.)
+    """
+    generator = MaskGenerator(acc.shape[0], modulus)
+    for batch in _batches(terms, modulus):
+        minus = sum(1 for term in batch if term.sign < 0)
+        if minus:
+            np.add(acc, np.uint64(minus * modulus), out=acc)
+        for term in batch:
+            words = generator.expand_words(term.seed, term.domain)
+            if term.sign > 0:
+                np.add(acc, words, out=acc, casting="unsafe")
+            else:
+                np.subtract(acc, words, out=acc, casting="unsafe")
+        np.remainder(acc, np.uint64(modulus), out=acc)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
 from .errors import AbortedError, LocalProtocolError, RemoteProtocolError
-from .masking import FieldAccumulator, add_pairwise_mask, add_self_mask, pairwise_sign
+from .masking import FieldAccumulator
 from .messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -33,16 +33,10 @@ from .messages import (
 )
 from .primitives import shamir, signatures
 from .primitives.field import FieldVector, is_field_vector
-from .primitives.key_agreement import (
-    KeyPurpose,
-    derive_key,
-    generate_private_key,
-    is_valid_public_key,
-    public_bytes,
-)
-from .primitives.prg import MaskGenerator
+from .primitives.key_agreement import generate_private_key, is_valid_public_key, public_bytes
 from .session import RoundSetup
 from .state import SERVER_EXPECTS, Round, next_round
+from .unmasking import DroppedClient, remove_masks
 
 
 @dataclass(frozen=True)
@@ -65,8 +59,11 @@ class Rejection:
 class SecAggServer:
     """The server of one round. See the module docstring for the contract."""
 
-    def __init__(self, setup: RoundSetup) -> None:
+    def __init__(self, setup: RoundSetup, *, workers: int | None = None) -> None:
+        """``workers``: processes for the final mask removal; None picks all cores when the job
+        is large and there are at least two, 1 keeps everything in this process."""
         self.setup = setup
+        self.workers = workers
         self.config = setup.config
         self.graph = setup.graph
         self.round = Round.ADVERTISE_KEYS
@@ -281,36 +278,27 @@ class SecAggServer:
         self.u5 = u5
         responses = {u: msg for u, msg in self._responses.items() if isinstance(msg, UnmaskingShares)}
         assert self._sum is not None
-        m, p = self.config.vector_length, self.config.modulus
-        generator = MaskGenerator(m, p)
-        total = self._sum
+        self_mask_seeds = []
         for u in sorted(self.u3):
             shares = {w: r.self_mask_shares[u] for w, r in responses.items() if u in r.self_mask_shares}
-            seed = self._reconstruct(shares, f"self-mask seed b of client {u}")
-            add_self_mask(total, generator, seed, sign=-1)
+            self_mask_seeds.append(self._reconstruct(shares, f"self-mask seed b of client {u}"))
+        dropped = []
         for v in sorted(self.u2 - self.u3):
             partners = sorted(self.graph.neighbours(v) & self.u3)
             if not partners:
                 continue
             shares = {w: r.secret_key_shares[v] for w, r in responses.items() if v in r.secret_key_shares}
             secret = self._reconstruct(shares, f"masking key s_SK of dropped client {v}")
-            s_key = generate_private_key(secret)
-            if public_bytes(s_key) != self._keys[v].s_pk:
+            if public_bytes(generate_private_key(secret)) != self._keys[v].s_pk:
                 self._abort(f"reconstructed s_SK of client {v} does not match its s_PK (bad shares)")
-            for u in partners:
-                seed = derive_key(
-                    s_key,
-                    self._keys[u].s_pk,
-                    purpose=KeyPurpose.PAIRWISE_MASK,
-                    session_id=self.setup.session_id,
-                    own_id=v,
-                    own_public=self._keys[v].s_pk,
-                    peer_id=u,
-                )
-                # u added pairwise_sign(u, v) * PRG(s_uv); take it back out.
-                add_pairwise_mask(total, generator, seed, -pairwise_sign(u, v))
-        self.result = total.value()
+            dropped.append(
+                DroppedClient(v, secret, self._keys[v].s_pk, tuple((u, self._keys[u].s_pk) for u in partners))
+            )
+        total = self._sum.value()
         self._sum = None
+        self.result = remove_masks(
+            total, self.config.modulus, self.setup.session_id, self_mask_seeds, dropped, self.workers
+        )
         return {}
 
     _CLOSERS: ClassVar[dict[Round, Callable[..., dict[int, ServerMessage]]]] = {
