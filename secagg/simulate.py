@@ -80,6 +80,7 @@ def simulate(
     seed: int | bytes | None = None,
     observer: Callable[[object], None] | None = None,
     timer: Callable[[], float] | None = None,
+    workers: int | None = None,
 ) -> SimulationResult:
     """Run one round in memory and return the unmasked sum.
 
@@ -90,6 +91,8 @@ def simulate(
         seed: makes every key, nonce and mask reproducible (tests); default: ``os.urandom``.
         observer: called with every message crossing the in-memory link, both directions.
         timer: a clock (e.g. ``time.perf_counter``) to time each party's work per round.
+        workers: processes for the server's final mask removal (None: automatic, see
+            ``secagg.unmasking.default_workers``; 1: in this process).
 
     Raises:
         AbortedError: the server could not complete the round (fewer than t left).
@@ -111,7 +114,7 @@ def simulate(
         identities = {i: signatures.generate_identity(rng(f"identity/{i}")(32)) for i in sorted(ids)}
         roster = {i: signatures.identity_public_bytes(k) for i, k in identities.items()}
     setup = RoundSetup(config, rng("nonce")(NONCE_SIZE), roster)
-    server = SecAggServer(setup)
+    server = SecAggServer(setup, workers=workers)
     clients = {
         i: SecAggClient(setup, i, inputs[i], random_bytes=rng(f"client/{i}"), identity_key=identities.get(i))
         for i in sorted(ids)

@@ -1,0 +1,1 @@
+"""Performance figures: each module is a command that prints one JSON object."""

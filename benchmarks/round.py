@@ -1,0 +1,205 @@
+"""One in-memory SecAgg / SecAgg+ round, timed per party and per round; prints one JSON object.
+
+    python -m benchmarks.round --clients 100 --length 100000 --dropout 0.1 --graph harary --degree 20
+
+Reports per-client seconds by round (median, max), server seconds by round, total seconds
+(median over --repeat runs), bytes each client sends and receives through the wire codec, the
+expansion factor ((sent + received) / (2 m): against a 16-bit input), peak RSS, and the raw
+AES-CTR keystream rate with the client's masking rate and their ratio, measured in this process.
+The round's result is checked against numpy before anything is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from secagg import SecAggConfig, simulate
+from secagg.masking import MaskTerm, apply_masks
+from secagg.primitives.field import DEFAULT_MODULUS, smallest_prime_above
+from secagg.primitives.packing import packed_size
+from secagg.primitives.prg import MaskDomain, word_dtype
+
+from .common import exact_sum, keystream_bytes_per_second, median, peak_rss_mib, random_inputs, timed
+
+
+def _wire_sizer() -> Callable[[object], int] | None:
+    try:
+        from transport.codec import encode
+    except ImportError:  # the transport package is optional for this benchmark
+        return None
+    return lambda message: len(encode(message))
+
+
+def masking_rate(config: SecAggConfig, masks: int, repeats: int) -> dict[str, float]:
+    """The client's round-2 work (``masks`` PRG expansions added into its input) vs raw AES."""
+    rng = np.random.default_rng(1)
+    seeds = [rng.bytes(32) for _ in range(masks)]
+    terms = [MaskTerm(s, MaskDomain.PAIRWISE, 1 if i % 2 else -1) for i, s in enumerate(seeds)]
+    terms[0] = MaskTerm(seeds[0], MaskDomain.SELF, 1)
+    vector = rng.integers(0, config.modulus, config.vector_length, dtype=np.uint64)
+    word = np.dtype(word_dtype(config.modulus)).itemsize
+    keystream = masks * config.vector_length * word
+    seconds = timed(lambda: apply_masks(vector.copy(), terms, config.modulus), repeats)
+    raw = keystream_bytes_per_second(config.vector_length * word)
+    rate = keystream / seconds
+    return {
+        "masks": masks,
+        "seconds": seconds,
+        "raw_keystream_bytes_per_s": raw,
+        "masking_keystream_bytes_per_s": rate,
+        "ratio_to_raw_keystream": rate / raw,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n, m = args.clients, args.length
+    modulus = args.modulus or DEFAULT_MODULUS
+    if args.input_bits:
+        # Smallest supported prime with headroom for n unsigned inputs of input_bits bits.
+        modulus = smallest_prime_above(n * (2**args.input_bits - 1))
+    probe = SecAggConfig(
+        n,
+        n if args.graph == "complete" else args.degree + 1,
+        m,
+        modulus=modulus,
+        graph=args.graph,
+        degree=args.degree,
+        mode=args.mode,
+    )
+    threshold = args.threshold or probe.minimum_safe_threshold()
+    config = SecAggConfig(
+        n, threshold, m, modulus=modulus, graph=args.graph, degree=args.degree, mode=args.mode
+    )
+    inputs = random_inputs(config)
+    if args.input_bits:
+        rng = np.random.default_rng(2)
+        inputs = {i: rng.integers(0, 2**args.input_bits, m, dtype=np.uint64) for i in inputs}
+    dropped = set(
+        np.random.default_rng(3)
+        .choice(np.arange(1, n + 1), round(args.dropout * n), replace=False)
+        .tolist()
+    )
+    drop = {args.drop_round: dropped} if dropped else {}
+    sizer = _wire_sizer() if args.bytes else None
+    sent: dict[int, int] = defaultdict(int)
+    received: dict[int, int] = defaultdict(int)
+
+    def observe(message: object) -> None:
+        assert sizer is not None
+        size = sizer(message)
+        if hasattr(message, "sender"):
+            sent[message.sender] += size
+        else:
+            received[message.recipient] += size  # type: ignore[attr-defined]
+
+    totals = []
+    result = None
+    for run_index in range(args.repeat):
+        start = time.perf_counter()
+        result = simulate(
+            config,
+            inputs,
+            drop,
+            seed=run_index,
+            timer=time.perf_counter,
+            observer=observe if sizer and run_index == 0 else None,
+            workers=args.workers,
+        )
+        totals.append(time.perf_counter() - start)
+        if not np.array_equal(result.total, exact_sum(inputs, result.survivors, modulus)):
+            raise SystemExit("benchmark round produced a wrong sum")
+    assert result is not None
+    out: dict[str, Any] = {
+        "params": {
+            "clients": n,
+            "length": m,
+            "dropout": args.dropout,
+            "drop_round": args.drop_round,
+            "graph": args.graph,
+            "degree": args.degree,
+            "threshold": threshold,
+            "mode": args.mode,
+            "modulus": modulus,
+            "modulus_bits": (modulus - 1).bit_length(),
+            "workers": args.workers,
+            "repeat": args.repeat,
+        },
+        "exact": True,
+        "survivors": len(result.survivors),
+        "total_seconds": median(totals),
+        "total_seconds_runs": totals,
+        "client_seconds": {
+            r: {"median": median(t.values()), "max": max(t.values(), default=0.0)}
+            for r, t in result.client_seconds.items()
+        },
+        "client_seconds_total_all_clients": sum(sum(t.values()) for t in result.client_seconds.values()),
+        "server_seconds": result.server_seconds,
+    }
+    if sizer is not None:
+        survivors = sorted(result.survivors)
+        up = median(sent[i] for i in survivors)
+        down = median(received[i] for i in survivors)
+        record: dict[str, Any] = {"sent_median": up, "received_median": down, "length_measured": m}
+        if args.scale_length and args.scale_length != m:
+            # Only the masked vector grows with m: swap its packed size for the target length's.
+            grow = packed_size(args.scale_length, modulus) - packed_size(m, modulus)
+            up += grow
+            record.update({"scaled_to_length": args.scale_length, "sent_median_scaled": up})
+        length = args.scale_length or m
+        record["expansion_factor"] = (up + down) / (2 * length)
+        out["bytes_per_client"] = record
+    if not args.skip_keystream:
+        degree = n - 1 if args.graph == "complete" else args.degree
+        out["client_masking"] = masking_rate(config, degree + 1, repeats=args.keystream_repeats)
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--length", type=int, default=100_000)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument(
+        "--drop-round",
+        default="masked_input",
+        choices=["advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking"],
+    )
+    p.add_argument("--graph", choices=["complete", "harary"], default="complete")
+    p.add_argument("--degree", type=int, default=None)
+    p.add_argument("--threshold", type=int, default=None, help="default: the smallest safe threshold")
+    p.add_argument("--mode", choices=["semi_honest", "active"], default="semi_honest")
+    p.add_argument("--modulus", type=int, default=None)
+    p.add_argument(
+        "--input-bits",
+        type=int,
+        default=None,
+        help="inputs of this many unsigned bits; picks the smallest prime with headroom",
+    )
+    p.add_argument("--workers", type=int, default=None, help="server mask-removal processes (default auto)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--bytes", action="store_true", help="measure wire bytes through transport.codec")
+    p.add_argument("--scale-length", type=int, default=None, help="report bytes for this vector length")
+    p.add_argument("--skip-keystream", action="store_true")
+    p.add_argument("--keystream-repeats", type=int, default=5)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.graph == "harary" and args.degree is None:
+        raise SystemExit("--graph harary needs --degree")
+    json.dump(run(args), sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
