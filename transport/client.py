@@ -1,0 +1,335 @@
+"""The federation client: connect, register, train locally, run SecAgg, reconnect with backoff.
+
+The client is the mirror of ``transport.server``: it decodes the server's frames, checks that a
+round start is acceptable, trains (in a worker thread, so the websocket keeps answering pings),
+encodes its weighted update into Z_p (``fedavg_core.encode_weighted_update``) and lets
+``secagg.SecAggClient`` answer every protocol message. When the connection drops, it reconnects
+with exponential backoff and jitter and joins the next round; it stops when the server says the
+federation is ``Finished`` or after ``give_up_after`` seconds without reaching the server.
+
+What a client checks in a ``RoundStart`` before it trains or reveals anything:
+
+- the nonce is 32 bytes and new to this client (a replayed round start is refused);
+- the session id in the envelope is the one the client computes from config, nonce and roster;
+- the config is valid (``SecAggConfig`` refuses unsafe thresholds), its collusion fraction is at
+  least the client's own ``min_collusion_fraction`` (so the server cannot lower the threshold by
+  claiming that nobody colludes), and it names this client;
+- in the active mode the roster is the client's own and lists its identity key; a client with an
+  identity key refuses semi-honest rounds;
+- the vector length is the model size plus one (the weight element), the model is finite, and the
+  quantization uses the same modulus with room for all N clients (no wrap-around).
+
+A refused round is answered with ``ClientAbort`` and the reason; the client stays connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from fedavg_core import ClientUpdate, encode_weighted_update
+from secagg import AbortedError, LocalProtocolError, RoundSetup, SecAggClient
+from secagg.primitives import signatures
+
+from .codec import Frame, FrameLimits, decode_from_server, encode
+from .errors import CloseCode, DecodeError
+from .tasks import LocalTrainer, TrainingSettings
+from .wire import Challenge, ClientAbort, Finished, Hello, RoundEnd, RoundStart, Welcome, registration_payload
+
+log = logging.getLogger("transport.client")
+
+
+class RoundRefused(Exception):
+    """The server's round start is not acceptable to this client."""
+
+
+class FatalClientError(Exception):
+    """The client cannot take part in this federation at all (e.g. wrong security mode)."""
+
+
+@dataclass
+class ClientSummary:
+    """What a client did: rounds it finished, rounds that ended aborted or that it refused."""
+
+    client_id: int
+    completed: list[int] = field(default_factory=list)
+    aborted: list[int] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+    connections: int = 0
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _ActiveRound:
+    number: int
+    session_id: bytes
+    secagg: SecAggClient
+
+
+class FederationClient:
+    """One client of a federation.
+
+    Args:
+        client_id: this client's id (1..N).
+        trainer: local training on this client's own data.
+        url: ``ws://host:port`` or ``wss://host:port``.
+        ssl_context: for wss://, e.g. ``transport.tls.client_context(cafile)``.
+        identity_key: active mode: the client's long-term Ed25519 key.
+        roster: active mode: the roster the client trusts (id -> identity public key); the
+            server's must be identical.
+        min_collusion_fraction: refuse rounds whose config assumes fewer colluders than this.
+        backoff_initial, backoff_max: reconnection delays (seconds, doubled, with jitter).
+        give_up_after: stop after this many seconds without a registered connection.
+        on_update: called with (round, update) after local training (the demo's audit hook).
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        trainer: LocalTrainer,
+        url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        identity_key: Ed25519PrivateKey | None = None,
+        roster: Mapping[int, bytes] | None = None,
+        min_collusion_fraction: float = 1 / 3,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+        give_up_after: float = 60.0,
+        on_update: Callable[[int, ClientUpdate], None] | None = None,
+    ) -> None:
+        if roster is not None and identity_key is None:
+            raise ValueError("a roster is only used with an identity key (active mode)")
+        if identity_key is not None and roster is not None:
+            own = signatures.identity_public_bytes(identity_key)
+            if roster.get(client_id) != own:
+                raise ValueError(f"the roster does not list this identity key for client {client_id}")
+        self.client_id = client_id
+        self.trainer = trainer
+        self.url = url
+        self.ssl_context = ssl_context
+        self.identity_key = identity_key
+        self.roster = dict(roster) if roster is not None else None
+        self.min_collusion_fraction = min_collusion_fraction
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.give_up_after = give_up_after
+        self.on_update = on_update
+        self.limits = FrameLimits.for_client(trainer.dimension)
+        self.summary = ClientSummary(client_id)
+        self._seen_nonces: set[bytes] = set()
+        self._round: _ActiveRound | None = None
+        self._rng = np.random.default_rng()  # stochastic rounding; OS entropy
+
+    # -- connection loop ------------------------------------------------------------------------
+
+    async def run(self) -> ClientSummary:
+        """Take part until the server says the federation is finished.
+
+        Raises ``ConnectionError`` after ``give_up_after`` seconds without reaching the server,
+        ``FatalClientError`` when this client cannot join this federation.
+        """
+        loop = asyncio.get_running_loop()
+        delay = self.backoff_initial
+        last_contact = loop.time()
+        while not self.summary.finished:
+            try:
+                async with connect(
+                    self.url,
+                    ssl=self.ssl_context,
+                    max_size=self.limits.max_frame_bytes,
+                    compression=None,
+                    open_timeout=10,
+                    close_timeout=5,
+                    ping_interval=20,
+                    ping_timeout=20,
+                ) as ws:
+                    self.summary.connections += 1
+                    if await self._register(ws):
+                        delay = self.backoff_initial
+                        await self._serve(ws)
+                        last_contact = loop.time()
+            except ConnectionClosed as exc:
+                last_contact = loop.time()
+                log.warning("client %d: connection closed: %s", self.client_id, exc)
+            except (ssl.SSLCertVerificationError, InvalidURI) as exc:
+                raise FatalClientError(f"cannot connect securely to {self.url}: {exc}") from exc
+            except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
+                log.info("client %d: cannot reach %s: %s", self.client_id, self.url, exc)
+            finally:
+                self._round = None
+            if self.summary.finished:
+                break
+            if loop.time() - last_contact > self.give_up_after:
+                raise ConnectionError(
+                    f"client {self.client_id}: no server at {self.url} for {self.give_up_after:g}s"
+                )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(2 * delay, self.backoff_max)
+        return self.summary
+
+    async def _register(self, ws: ClientConnection) -> bool:
+        """Answer the server's challenge; True once the server welcomed this client."""
+        challenge = self._decode(await ws.recv())
+        if isinstance(challenge.message, Finished):
+            self.summary.finished = True
+            return False
+        if not isinstance(challenge.message, Challenge):
+            raise DecodeError(f"expected a challenge, got {type(challenge.message).__name__}")
+        offer = challenge.message
+        if offer.active and self.identity_key is None:
+            raise FatalClientError("the server runs the active mode; this client has no identity key")
+        if not offer.active and self.identity_key is not None:
+            raise FatalClientError("this client requires the active mode; the server runs semi-honest")
+        signature = None
+        if self.identity_key is not None:
+            signature = signatures.sign(self.identity_key, registration_payload(offer.nonce, self.client_id))
+        await ws.send(encode(Hello(self.client_id, signature)))
+        reply = self._decode(await ws.recv())
+        if isinstance(reply.message, Finished):
+            self.summary.finished = True
+            return False
+        if not isinstance(reply.message, Welcome) or reply.message.client_id != self.client_id:
+            raise DecodeError(f"expected a welcome, got {type(reply.message).__name__}")
+        log.info("client %d registered; next round %d", self.client_id, reply.message.next_round)
+        return True
+
+    def _decode(self, data: str | bytes) -> Frame:
+        return decode_from_server(data, self.limits)
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        async for data in ws:
+            try:
+                frame = self._decode(data)
+            except DecodeError as exc:
+                log.error("client %d: malformed frame from the server: %s", self.client_id, exc)
+                await ws.close(CloseCode.INVALID_DATA, "malformed frame")
+                return
+            message = frame.message
+            if isinstance(message, RoundStart):
+                await self._start_round(ws, frame, message)
+            elif isinstance(message, RoundEnd):
+                self._end_round(frame.round, message)
+            elif isinstance(message, Finished):
+                self.summary.finished = True
+                log.info(
+                    "client %d: federation finished after %d rounds", self.client_id, message.rounds_completed
+                )
+                await ws.close()
+                return
+            elif isinstance(message, (Challenge, Welcome)):
+                log.error("client %d: unexpected %s", self.client_id, type(message).__name__)
+                await ws.close(CloseCode.POLICY_VIOLATION, "unexpected registration message")
+                return
+            else:
+                await self._protocol_message(ws, frame)
+
+    # -- rounds ---------------------------------------------------------------------------------
+
+    def check_round_start(self, frame: Frame, start: RoundStart) -> tuple[RoundSetup, TrainingSettings]:
+        """The round's setup if this client accepts the round start; else ``RoundRefused``."""
+        config = start.config
+        if start.nonce in self._seen_nonces:
+            raise RoundRefused("the session nonce was used before (replayed round start)")
+        if config.num_clients < self.client_id:
+            raise RoundRefused(
+                f"the config has {config.num_clients} clients, this client is {self.client_id}"
+            )
+        if config.collusion_fraction < self.min_collusion_fraction:
+            raise RoundRefused(
+                f"the config assumes a collusion fraction of {config.collusion_fraction:.4g}, "
+                f"this client requires at least {self.min_collusion_fraction:.4g}"
+            )
+        if self.identity_key is not None:
+            if not config.is_active or start.roster is None:
+                raise RoundRefused("this client takes part only in active-mode rounds")
+            if self.roster is not None and dict(start.roster) != self.roster:
+                raise RoundRefused("the server's roster differs from this client's roster")
+            if start.roster.get(self.client_id) != signatures.identity_public_bytes(self.identity_key):
+                raise RoundRefused("the roster does not hold this client's identity key")
+        elif config.is_active:
+            raise RoundRefused("an active-mode round needs an identity key")
+        dimension = self.trainer.dimension
+        if config.vector_length != dimension + 1 or start.parameters.shape != (dimension,):
+            raise RoundRefused(
+                f"vector length {config.vector_length} and model of {start.parameters.shape[0]} parameters "
+                f"do not fit this client's model of {dimension} parameters (+1 weight element)"
+            )
+        if not np.all(np.isfinite(start.parameters)):
+            raise RoundRefused("the global model holds NaN or infinite values")
+        quant = start.quantization
+        if quant.modulus != config.modulus or quant.num_clients < config.num_clients:
+            raise RoundRefused(
+                f"quantization (modulus {quant.modulus}, headroom for {quant.num_clients} clients) does not "
+                f"fit the round (modulus {config.modulus}, {config.num_clients} clients)"
+            )
+        try:
+            settings = TrainingSettings.from_wire(start.settings)
+            setup = RoundSetup(config, start.nonce, start.roster)
+        except ValueError as exc:
+            raise RoundRefused(str(exc)) from None
+        if frame.session != setup.session_id:
+            raise RoundRefused("the envelope's session id does not match config, nonce and roster")
+        return setup, settings
+
+    async def _start_round(self, ws: ClientConnection, frame: Frame, start: RoundStart) -> None:
+        self._round = None
+        try:
+            setup, settings = self.check_round_start(frame, start)
+        except RoundRefused as exc:
+            log.warning("client %d refuses round %d: %s", self.client_id, frame.round, exc)
+            self.summary.refused[frame.round] = str(exc)
+            await ws.send(
+                encode(ClientAbort(self.client_id, str(exc)), round=frame.round, session=frame.session)
+            )
+            return
+        self._seen_nonces.add(start.nonce)
+        parameters = np.array(start.parameters, dtype=np.float64)
+        update = await asyncio.to_thread(self.trainer.train, parameters, settings, frame.round)
+        if self.on_update is not None:
+            self.on_update(frame.round, update)
+        vector = encode_weighted_update(update.update, update.num_examples, start.quantization, self._rng)
+        secagg = SecAggClient(setup, self.client_id, vector, identity_key=self.identity_key)
+        self._round = _ActiveRound(frame.round, setup.session_id, secagg)
+        await ws.send(encode(secagg.start(), round=frame.round, session=setup.session_id))
+
+    async def _protocol_message(self, ws: ClientConnection, frame: Frame) -> None:
+        active = self._round
+        if active is None:
+            log.warning(
+                "client %d: ignoring %s outside a round", self.client_id, type(frame.message).__name__
+            )
+            return
+        if frame.round != active.number or frame.session != active.session_id:
+            await self._abort(ws, active, f"message for round {frame.round} in round {active.number}")
+            return
+        try:
+            reply = active.secagg.receive(frame.message)  # type: ignore[arg-type]
+        except (AbortedError, LocalProtocolError) as exc:
+            await self._abort(ws, active, str(exc))
+            return
+        await ws.send(encode(reply, round=active.number, session=active.session_id))
+
+    async def _abort(self, ws: ClientConnection, active: _ActiveRound, reason: str) -> None:
+        log.warning("client %d aborts round %d: %s", self.client_id, active.number, reason)
+        self._round = None
+        await ws.send(
+            encode(ClientAbort(self.client_id, reason), round=active.number, session=active.session_id)
+        )
+
+    def _end_round(self, number: int, end: RoundEnd) -> None:
+        self._round = None
+        if end.status == "completed":
+            self.summary.completed.append(number)
+        else:
+            self.summary.aborted.append(number)
+        log.info("client %d: round %d %s %s", self.client_id, number, end.status, end.reason)

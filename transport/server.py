@@ -1,0 +1,609 @@
+"""The federation server: websockets in, ``SecAggServer`` in the middle, deadlines around it.
+
+Like the ``websockets`` library's own asyncio layer over its sans-I/O ``protocol.py``, this module
+only decodes frames, hands messages to the state machine (``secagg.SecAggServer``), encodes what
+it returns, and decides *when* to advance. All protocol rules live in ``secagg``.
+
+One connection is bound to one client id (``Hello``; in the active mode proven with the client's
+Ed25519 identity key from the roster). Each FedAvg round is one SecAgg round:
+
+1. a fresh nonce from ``os.urandom`` and a ``RoundStart`` (config, nonce, global model) to every
+   connected client; they train locally and advertise keys;
+2. each SecAgg phase ends when every expected reply is in, or at its deadline if at least t
+   replied (else the round aborts, releasing nothing); clients that missed it are cut off;
+3. the sum over U3 is decoded (``fedavg_core.decode_weighted_sum``) into the weighted mean
+   update, the global model moves, is evaluated, and is checkpointed atomically.
+
+A client that sends a malformed, oversized, wrong-round, duplicate or impersonating frame, or
+that the protocol drops, is cut off: its websocket is closed with a ``CloseCode`` and the reason
+is logged and recorded in the round's ``dropped``; the round goes on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from fedavg_core import QuantizationConfig, SecureAggregator, decode_weighted_sum
+from fedavg_core.vectorize import FloatVector
+from secagg import AbortedError, Round, RoundSetup, SecAggConfig, SecAggServer
+from secagg.config import GraphKind
+from secagg.primitives import signatures
+from secagg.state import rounds_of
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint, vector_digest
+from .codec import FrameLimits, decode_from_client, encode
+from .errors import CloseCode, DecodeError
+from .records import DropRecord, RoundReport, ServerEvent
+from .tasks import ServerModel, TrainingSettings
+from .wire import (
+    CHALLENGE_SIZE,
+    Challenge,
+    ClientAbort,
+    Finished,
+    Hello,
+    RoundEnd,
+    RoundStart,
+    Welcome,
+    registration_payload,
+)
+
+log = logging.getLogger("transport.server")
+
+MAX_CLOSE_REASON = 120  # a close frame's reason is at most 123 UTF-8 bytes
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """Everything the server decides for the federation.
+
+    Attributes:
+        num_clients: N, client ids are 1..N.
+        rounds: FedAvg rounds to run in total (a resumed server counts the finished ones).
+        threshold, graph, degree, mode: the SecAgg round parameters (threshold None: the rule of
+            ``fedavg_core.SecureAggregator``, a majority raised to what the mode requires).
+        clip, max_weight, bits, modulus: quantization (see ``fedavg_core.QuantizationConfig``).
+        training: local training knobs sent to the clients.
+        server_learning_rate: the global model moves by this times the mean update.
+        phase_timeout: seconds for each SecAgg phase; ``train_timeout`` is added to round 0.
+        hello_timeout: seconds a new connection has to register.
+        min_clients: start a round as soon as this many are connected (None: all N) ...
+        wait_timeout: ... or when this many seconds passed and at least t are connected.
+    """
+
+    num_clients: int
+    rounds: int
+    threshold: int | None = None
+    graph: GraphKind = "complete"
+    degree: int | None = None
+    mode: str = "semi_honest"
+    clip: float = 1.0
+    max_weight: int = 1
+    bits: int | None = None
+    modulus: int | None = None
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    server_learning_rate: float = 1.0
+    phase_timeout: float = 30.0
+    train_timeout: float = 120.0
+    hello_timeout: float = 10.0
+    min_clients: int | None = None
+    wait_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        for name in ("phase_timeout", "train_timeout", "hello_timeout", "wait_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.min_clients is not None and not 1 <= self.min_clients <= self.num_clients:
+            raise ValueError(f"min_clients must be in 1..{self.num_clients}")
+
+    def _aggregator(self) -> SecureAggregator:
+        return SecureAggregator(
+            clip=self.clip,
+            max_weight=self.max_weight,
+            bits=self.bits,
+            modulus=self.modulus,
+            threshold=self.threshold,
+            graph=self.graph,
+            degree=self.degree,
+            mode=self.mode,
+        )
+
+    def quantization(self) -> QuantizationConfig:
+        """How clients encode their updates (refuses settings whose sum could wrap)."""
+        return self._aggregator().quantization(self.num_clients)
+
+    def secagg_config(self, dimension: int) -> SecAggConfig:
+        """The SecAgg parameters for a model of ``dimension`` (plus one weight element)."""
+        return self._aggregator().secagg_config(self.num_clients, dimension + 1)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a round produced, beyond its report (for auditors such as the demo)."""
+
+    start_vector: FloatVector
+    mean_update: FloatVector | None
+
+
+@dataclass(eq=False)
+class _Connection:
+    ws: ServerConnection
+    client_id: int
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class _Round:
+    number: int
+    setup: RoundSetup
+    secagg: SecAggServer
+    members: set[int]
+    report: RoundReport
+    phase: str = Round.ADVERTISE_KEYS.value
+
+
+class FederationServer:
+    """Runs FedAvg rounds with secure aggregation over websockets.
+
+    Args:
+        model: the server's side of the task (initial vector, evaluation).
+        settings: the federation's parameters.
+        roster: active mode: client id -> raw Ed25519 identity public key for ids 1..N.
+        checkpoint_path: where to checkpoint after each round and resume from (None: nowhere).
+        on_event: called with every ``ServerEvent`` (progress display, logs).
+        on_round: called with each round's report and outcome before it is checkpointed; it may
+            fill in ``report.max_abs_diff``.
+    """
+
+    def __init__(
+        self,
+        model: ServerModel,
+        settings: FederationSettings,
+        *,
+        roster: Mapping[int, bytes] | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        on_event: Callable[[ServerEvent], None] | None = None,
+        on_round: Callable[[RoundReport, RoundOutcome], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.quantization = settings.quantization()
+        self.config = settings.secagg_config(model.dimension)
+        if self.quantization.modulus != self.config.modulus:  # pragma: no cover - same source
+            raise ValueError("quantization and SecAgg moduli differ")
+        self.roster = dict(roster) if roster is not None else None
+        RoundSetup(self.config, bytes(32), self.roster)  # validates the roster against the mode
+        self.limits = FrameLimits.for_server(self.config)
+        self.checkpoint_path = checkpoint_path
+        self._on_event = on_event
+        self._on_round = on_round
+        self.vector: FloatVector = model.initial_vector()
+        self.next_round = 1
+        self.reports: list[RoundReport] = []
+        if checkpoint_path is not None:
+            saved = load_checkpoint(checkpoint_path, model.dimension)
+            if saved is not None:
+                self.vector, self.next_round = saved.vector, saved.next_round
+                self.reports = [RoundReport.from_json(r) for r in saved.records]
+        self.initial_accuracy = model.evaluate(self.vector)
+        self._connections: dict[int, _Connection] = {}
+        self._round: _Round | None = None
+        self._changed = asyncio.Event()
+        self._server: Server | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._finished = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Listen on ``host:port`` (port 0: a free port, see ``port``); wss:// with ``ssl_context``."""
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            ssl=ssl_context,
+            max_size=self.limits.max_frame_bytes,
+            compression=None,  # masked vectors are incompressible; no decompression bombs
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+        )
+        log.info("listening on %s:%d (%s)", host, self.port, "wss" if ssl_context else "ws")
+        if self.next_round > 1:
+            self._emit("resumed", detail=f"model {vector_digest(self.vector)}")
+            log.info(
+                "resumed from checkpoint at round %d, model %s", self.next_round, vector_digest(self.vector)
+            )
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def run(self) -> list[RoundReport]:
+        """Run the remaining rounds, tell the clients the federation is over; the reports."""
+        if self._server is None:
+            raise RuntimeError("call start() first")
+        while self.next_round <= self.settings.rounds:
+            await self._wait_for_clients()
+            report = await self._run_round(self.next_round)
+            self.reports.append(report)
+            self.next_round += 1
+            if self.checkpoint_path is not None:
+                checkpoint = Checkpoint(self.next_round, self.vector, [r.to_json() for r in self.reports])
+                save_checkpoint(self.checkpoint_path, checkpoint)
+            await self._broadcast(
+                self._round_members_for_end(report),
+                RoundEnd(report.status, report.reason, len(report.survivors), report.accuracy),
+                report,
+            )
+            self._round = None
+            self._emit("round_end", report.round, detail=report.status, accuracy=report.accuracy)
+        self._finished = True
+        done = self.next_round - 1
+        await self._broadcast(list(self._connections), Finished(done), None)
+        await self._close_all(CloseCode.NORMAL, "federation finished")
+        self._emit("finished", done)
+        return self.reports
+
+    async def stop(self) -> None:
+        """Close every connection (1001, going away) and stop listening. Idempotent."""
+        await self._close_all(CloseCode.GOING_AWAY, "server shutting down")
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # -- connections ----------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        connection = await self._register(ws)
+        if connection is None:
+            return
+        reason, code = "connection closed", None
+        try:
+            async for data in ws:
+                self._on_frame(connection, data)
+                if connection.closed:
+                    return
+        except ConnectionClosed as exc:
+            code = exc.sent.code if exc.sent is not None else exc.rcvd.code if exc.rcvd is not None else 1006
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                reason = f"sent a frame above the limit of {self.limits.max_frame_bytes} bytes"
+            else:
+                reason = f"connection lost ({exc})"
+        else:
+            code = ws.close_code
+            reason = f"disconnected (close code {code})"
+        self._forget(connection, code, reason)
+
+    async def _register(self, ws: ServerConnection) -> _Connection | None:
+        challenge = os.urandom(CHALLENGE_SIZE)
+        try:
+            await ws.send(encode(Challenge(challenge, self.config.num_clients, self.config.is_active)))
+            data = await asyncio.wait_for(ws.recv(), self.settings.hello_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            await self._refuse(ws, CloseCode.REGISTRATION_FAILED, "no hello in time")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            hello = decode_from_client(data, self.limits).message
+        except DecodeError as exc:
+            await self._refuse(ws, CloseCode.INVALID_DATA, f"malformed hello: {exc}")
+            return None
+        if not isinstance(hello, Hello):
+            await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"expected hello, got {type(hello).__name__}")
+            return None
+        client_id = hello.client_id
+        if not 1 <= client_id <= self.config.num_clients:
+            await self._refuse(ws, CloseCode.REGISTRATION_FAILED, f"unknown client id {client_id}")
+            return None
+        if self.roster is not None:
+            payload = registration_payload(challenge, client_id)
+            if not signatures.verify(self.roster[client_id], hello.signature, payload):
+                await self._refuse(
+                    ws, CloseCode.REGISTRATION_FAILED, f"identity proof for client {client_id} failed"
+                )
+                return None
+        if client_id in self._connections:
+            await self._refuse(ws, CloseCode.ID_IN_USE, f"client id {client_id} is already connected")
+            return None
+        if self._finished:
+            await ws.send(encode(Finished(self.next_round - 1)))
+            await ws.close(CloseCode.NORMAL, "federation finished")
+            return None
+        connection = _Connection(ws, client_id)
+        self._connections[client_id] = connection
+        try:
+            await ws.send(encode(Welcome(client_id, self.next_round, self.settings.rounds)))
+        except ConnectionClosed:
+            self._forget(connection, 1006, "connection lost while registering")
+            return None
+        log.info("client %d registered from %s", client_id, ws.remote_address)
+        self._emit("registered", client=client_id)
+        self._changed.set()
+        return connection
+
+    async def _refuse(self, ws: ServerConnection, code: CloseCode, reason: str) -> None:
+        log.warning("refused a connection from %s: %s (close code %d)", ws.remote_address, reason, code)
+        await ws.close(code, reason[:MAX_CLOSE_REASON])
+
+    def _on_frame(self, connection: _Connection, data: str | bytes) -> None:
+        """Check one frame against the connection's binding and the round, then feed SecAgg."""
+        current = self._round
+        if current is not None and connection.client_id in current.members:
+            current.report.bytes_up += len(data)
+        try:
+            frame = decode_from_client(data, self.limits)
+        except DecodeError as exc:
+            self._cut_off(connection, CloseCode.INVALID_DATA, f"malformed frame: {exc}")
+            return
+        message, client_id = frame.message, connection.client_id
+        if isinstance(message, Hello):
+            self._cut_off(connection, CloseCode.POLICY_VIOLATION, "hello on a registered connection")
+            return
+        sender = getattr(message, "sender", None)
+        if sender != client_id:
+            self._cut_off(
+                connection,
+                CloseCode.POLICY_VIOLATION,
+                f"impersonation: message claims sender {sender} on the connection of client {client_id}",
+            )
+            return
+        if current is None or client_id not in current.members:
+            self._cut_off(connection, CloseCode.POLICY_VIOLATION, "protocol message while not in a round")
+            return
+        if frame.round != current.number or frame.session != current.setup.session_id:
+            self._cut_off(
+                connection,
+                CloseCode.POLICY_VIOLATION,
+                f"wrong round: message for round {frame.round} (session {frame.session.hex()[:8] or '-'}), "
+                f"current round {current.number} (session {current.setup.session_id.hex()[:8]})",
+            )
+            return
+        if isinstance(message, ClientAbort):
+            log.warning("client %d aborted round %d: %s", client_id, current.number, message.reason)
+            current.members.discard(client_id)
+            current.report.dropped.append(
+                DropRecord(client_id, current.phase, f"client aborted: {message.reason}", None)
+            )
+            self._changed.set()
+            return
+        secagg = current.secagg
+        rejected = len(secagg.rejected)
+        secagg.receive(message)
+        drop = secagg.dropped.get(client_id)
+        if drop is not None:
+            self._cut_off(
+                connection, CloseCode.POLICY_VIOLATION, f"dropped in {drop.round.value}: {drop.reason}"
+            )
+        elif len(secagg.rejected) > rejected:
+            self._cut_off(connection, CloseCode.POLICY_VIOLATION, f"rejected: {secagg.rejected[-1].reason}")
+        self._changed.set()
+
+    def _cut_off(self, connection: _Connection, code: CloseCode, reason: str) -> None:
+        """Close a misbehaving or late client's connection and record why."""
+        if connection.closed:
+            return
+        self._forget(connection, int(code), reason)
+        task = asyncio.get_running_loop().create_task(connection.ws.close(code, reason[:MAX_CLOSE_REASON]))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _forget(self, connection: _Connection, code: int | None, reason: str) -> None:
+        """The connection is gone: unbind its id, take it out of the round, record why."""
+        if connection.closed:
+            return
+        connection.closed = True
+        client_id = connection.client_id
+        if self._connections.get(client_id) is connection:
+            del self._connections[client_id]
+        current = self._round
+        if current is not None and client_id in current.members:
+            current.members.discard(client_id)
+            current.report.dropped.append(DropRecord(client_id, current.phase, reason, code))
+            log.warning(
+                "round %d, %s: client %d dropped: %s (close code %s)",
+                current.number,
+                current.phase,
+                client_id,
+                reason,
+                code,
+            )
+        else:
+            log.log(
+                logging.WARNING if code not in (1000, 1001) else logging.INFO,
+                "client %d left: %s (close code %s)",
+                client_id,
+                reason,
+                code,
+            )
+        self._emit("left", client=client_id, detail=reason)
+        self._changed.set()
+
+    async def _close_all(self, code: CloseCode, reason: str) -> None:
+        connections = list(self._connections.values())
+        for connection in connections:
+            self._cut_off(connection, code, reason)
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def _send(
+        self, client_id: int, message: object, report: RoundReport | None, session: bytes = b""
+    ) -> None:
+        connection = self._connections.get(client_id)
+        if connection is None:
+            return
+        data = encode(message, round=report.round if report else 0, session=session)
+        if report is not None:
+            report.bytes_down += len(data)
+        try:
+            await asyncio.wait_for(connection.ws.send(data), self.settings.phase_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            self._cut_off(connection, CloseCode.DEADLINE, "did not read its messages in time")
+        except ConnectionClosed:
+            pass  # the handler records the disconnection
+
+    async def _broadcast(
+        self, client_ids: Iterable[int], message: object, report: RoundReport | None
+    ) -> None:
+        await asyncio.gather(*(self._send(i, message, report) for i in sorted(client_ids)))
+
+    def _round_members_for_end(self, report: RoundReport) -> list[int]:
+        current = self._round
+        return sorted(current.members) if current is not None else []
+
+    # -- rounds ---------------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: str,
+        round_number: int | None = None,
+        *,
+        phase: str = "",
+        detail: str = "",
+        client: int | None = None,
+        accuracy: float | None = None,
+    ) -> None:
+        if self._on_event is None:
+            return
+        number = self.next_round if round_number is None else round_number
+        event = ServerEvent(kind, number, len(self._connections), phase, detail, client, accuracy)
+        self._on_event(event)
+
+    async def _wait_until(self, condition: Callable[[], bool], deadline: float | None) -> bool:
+        """Wait until ``condition()`` or the loop time ``deadline``; the condition's last value."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            if condition():
+                return True
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def _wait_for_clients(self) -> None:
+        """Until min_clients are connected, or wait_timeout passed with at least t connected."""
+        wanted = self.settings.min_clients or self.config.num_clients
+        t = self.config.threshold
+        loop = asyncio.get_running_loop()
+        if len(self._connections) < wanted:
+            self._emit("waiting", detail=f"{len(self._connections)} of {wanted} clients connected")
+        deadline = loop.time() + self.settings.wait_timeout
+        if await self._wait_until(lambda: len(self._connections) >= wanted, deadline):
+            return
+        if len(self._connections) < t:
+            log.warning(
+                "round %d waits for at least t=%d clients (%d connected)",
+                self.next_round,
+                t,
+                len(self._connections),
+            )
+        await self._wait_until(lambda: len(self._connections) >= t, None)
+
+    async def _run_round(self, number: int) -> RoundReport:
+        loop = asyncio.get_running_loop()
+        setup = RoundSetup(self.config, os.urandom(32), self.roster)
+        members = set(self._connections)
+        report = RoundReport(number, "aborted", participants=sorted(members))
+        current = _Round(number, setup, SecAggServer(setup), members, report)
+        self._round = current
+        start_vector = self.vector.copy()
+        log.info("round %d starts with %d clients", number, len(members))
+        self._emit("round_start", number)
+        start = RoundStart(
+            self.config,
+            setup.nonce,
+            self.roster,
+            self.quantization,
+            start_vector,
+            self.settings.training.to_wire(),
+        )
+        session = setup.session_id
+        begin = loop.time()
+        await asyncio.gather(*(self._send(i, start, report, session) for i in sorted(members)))
+        secagg = current.secagg
+        for phase in rounds_of(self.config.is_active):
+            current.phase = phase.value
+            self._emit("phase", number, phase=phase.value)
+            timeout = self.settings.phase_timeout
+            if phase is Round.ADVERTISE_KEYS:
+                timeout += self.settings.train_timeout
+            await self._wait_until(lambda: not (secagg.waiting_for & current.members), loop.time() + timeout)
+            for client_id in sorted(secagg.waiting_for & current.members):
+                connection = self._connections.get(client_id)
+                if connection is not None:
+                    self._cut_off(
+                        connection, CloseCode.DEADLINE, f"missed the {phase.value} deadline ({timeout:g}s)"
+                    )
+            try:
+                outgoing = secagg.advance()
+            except AbortedError as exc:
+                report.seconds[phase.value] = round(loop.time() - begin, 4)
+                report.reason = str(exc)
+                log.warning("round %d aborted: %s", number, exc)
+                return self._finish(report, start_vector, None)
+            await asyncio.gather(
+                *(
+                    self._send(i, msg, report, session)
+                    for i, msg in sorted(outgoing.items())
+                    if i in current.members
+                )
+            )
+            now = loop.time()
+            report.seconds[phase.value] = round(now - begin, 4)
+            begin = now
+        assert secagg.result is not None
+        report.survivors = sorted(secagg.survivors)
+        try:
+            decoded = decode_weighted_sum(secagg.result, self.quantization, len(report.survivors))
+        except ValueError as exc:
+            report.reason = f"the aggregate is not a sum of valid updates: {exc}"
+            log.error("round %d: %s", number, report.reason)
+            return self._finish(report, start_vector, None)
+        self.vector = start_vector + self.settings.server_learning_rate * decoded.mean
+        report.status = "completed"
+        report.error_bound = decoded.error_bound
+        report.total_weight = decoded.total_weight
+        report.accuracy = self.model.evaluate(self.vector)
+        report.seconds["aggregate"] = round(loop.time() - begin, 4)
+        log.info(
+            "round %d completed: %d survivors, accuracy %s",
+            number,
+            len(report.survivors),
+            "n/a" if report.accuracy is None else f"{report.accuracy:.4f}",
+        )
+        return self._finish(report, start_vector, decoded.mean)
+
+    def _finish(
+        self, report: RoundReport, start_vector: FloatVector, mean: FloatVector | None
+    ) -> RoundReport:
+        if report.status == "aborted":
+            report.accuracy = self.model.evaluate(self.vector)
+            report.survivors = []
+        report.model_sha256 = vector_digest(self.vector)
+        if self._on_round is not None:
+            self._on_round(report, RoundOutcome(start_vector, None if mean is None else np.asarray(mean)))
+        return report
