@@ -1,0 +1,224 @@
+"""The one aggregation step of FedAvg, behind one interface, in two implementations.
+
+``PlaintextAggregator`` computes the weighted mean of the clients' updates directly: the
+reference. ``SecureAggregator`` computes the same mean from a secure sum: every client encodes
+``[w_i * x_i | w_i]`` into Z_p (``fedavg_core.weighting``), the vectors go through a SecAgg round
+(Bonawitz et al. 2017; run in process by ``secagg.simulate``), and only the sum is decoded. The
+FedAvg loop cannot tell them apart except by the result's ``error_bound``.
+
+Both clip every update element to ``[-clip, clip]`` (when ``clip`` is set) and cap each weight at
+``max_weight`` (when set), so the plaintext mean is exactly what the secure one approximates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from secagg.config import GraphKind, SecAggConfig, SecurityMode
+
+from .quantize import QuantizationConfig
+from .quantize import clip as clip_values
+from .vectorize import FloatVector
+from .weighting import capped_weight, decode_weighted_sum, encode_weighted_update
+
+PROTOCOL_ROUNDS = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's contribution to a round: its model delta and its example count.
+
+    In the secure aggregator, both stay on the client's side: only the encoded, masked vector
+    leaves it.
+    """
+
+    update: FloatVector
+    num_examples: int
+
+    def __post_init__(self) -> None:
+        array = np.asarray(self.update, dtype=np.float64)
+        if array.ndim != 1:
+            raise ValueError(f"update must be a flat vector, got shape {array.shape}")
+        object.__setattr__(self, "update", array)
+        capped_weight(self.num_examples, 1)  # validates the count
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """What the server learns from a round.
+
+    Attributes:
+        mean_update: ``sum(w_i * clip(x_i)) / sum(w_i)`` over the participants.
+        total_weight: ``sum(w_i)`` over the participants.
+        participants: positions (in the list passed to ``aggregate``) of the clients in the sum.
+        error_bound: per-element bound on the distance of ``mean_update`` from the exact
+            weighted mean of the participants' clipped updates (0 for the plaintext reference).
+    """
+
+    mean_update: FloatVector
+    total_weight: int
+    participants: tuple[int, ...]
+    error_bound: float
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """Turns the round's client updates into their weighted mean."""
+
+    def aggregate(
+        self, updates: Sequence[ClientUpdate], rng: np.random.Generator
+    ) -> AggregateResult:
+        """The weighted mean of ``updates``; ``rng`` supplies any randomness the method needs."""
+        ...
+
+
+def _check_updates(updates: Sequence[ClientUpdate]) -> int:
+    if not updates:
+        raise ValueError("aggregate needs at least one client update")
+    lengths = {u.update.size for u in updates}
+    if len(lengths) != 1:
+        raise ValueError(f"client updates differ in length: {sorted(lengths)}")
+    return lengths.pop()
+
+
+@dataclass(frozen=True)
+class PlaintextAggregator:
+    """The reference: the weighted mean computed in the clear (McMahan et al. 2017, Alg. 1).
+
+    Attributes:
+        clip: clip every element to ``[-clip, clip]`` first (None: no clipping).
+        max_weight: cap each client's weight (None: the weight is the example count).
+    """
+
+    clip: float | None = None
+    max_weight: int | None = None
+
+    def aggregate(
+        self, updates: Sequence[ClientUpdate], rng: np.random.Generator
+    ) -> AggregateResult:
+        """``sum(w_i * clip(x_i)) / sum(w_i)``; ``rng`` is unused (the mean is exact)."""
+        del rng
+        _check_updates(updates)
+        cap = self.max_weight
+        weights = np.array(
+            [u.num_examples if cap is None else capped_weight(u.num_examples, cap) for u in updates],
+            dtype=np.int64,
+        )
+        total = int(weights.sum())
+        if total < 1:
+            raise ValueError("every client in the round has weight 0")
+        stacked = np.stack([u.update for u in updates])
+        if self.clip is not None:
+            stacked = clip_values(stacked, self.clip)
+        mean = (weights.astype(np.float64) @ stacked) / total
+        return AggregateResult(mean, total, tuple(range(len(updates))), 0.0)
+
+
+DropSpec = Mapping[str, Collection[int]]
+
+
+@dataclass(frozen=True)
+class SecureAggregator:
+    """The weighted mean from a SecAgg sum, run in process with ``secagg.simulate``.
+
+    Each round maps the k sampled clients to protocol ids ``1..k``. Client i encodes
+    ``[quantize(w_i / max_weight * x_i) | w_i]`` with its own generator; the server decodes
+    ``sum(w_i x_i) / sum(w_i)`` from the sum over the survivors U3 and never sees a weight alone.
+
+    Attributes:
+        clip: c, the clipping bound of update elements.
+        max_weight: w_max, the agreed cap on weights (pick it near typical example counts:
+            a client of weight w is quantized at ``w / w_max`` of the full resolution).
+        bits, modulus: fixed quantization bit width / field (None: ``safe_parameters`` picks
+            the largest bit width that fits ``DEFAULT_MODULUS`` for the round's client count).
+        threshold: t (None: ``k // 2 + 1``, raised to what the security mode requires).
+        graph, degree, mode: passed to ``secagg.SecAggConfig``.
+        drop: simulated dropouts, ``{round name: protocol ids that go silent there}``, or a
+            function of the round's client count and generator returning such a mapping.
+        observer: called with every protocol message of the round (for inspection and tests).
+    """
+
+    clip: float
+    max_weight: int
+    bits: int | None = None
+    modulus: int | None = None
+    threshold: int | None = None
+    graph: GraphKind = "complete"
+    degree: int | None = None
+    mode: SecurityMode | str = SecurityMode.SEMI_HONEST
+    drop: DropSpec | Callable[[int, np.random.Generator], DropSpec] | None = None
+    observer: Callable[[object], None] | None = field(default=None, compare=False)
+
+    def quantization(self, num_clients: int) -> QuantizationConfig:
+        """The quantization every client of a round with ``num_clients`` clients uses."""
+        return QuantizationConfig.for_clients(
+            num_clients, self.clip, max_weight=self.max_weight, bits=self.bits, modulus=self.modulus
+        )
+
+    def secagg_config(self, num_clients: int, vector_length: int) -> SecAggConfig:
+        """The ``SecAggConfig`` of a round (``vector_length`` counts the weight element)."""
+        modulus = self.quantization(num_clients).modulus
+
+        def config(threshold: int) -> SecAggConfig:
+            return SecAggConfig(
+                num_clients, threshold, vector_length, modulus, self.graph, self.degree, self.mode
+            )
+
+        if self.threshold is not None:
+            return config(self.threshold)
+        size = num_clients if self.graph == "complete" else (self.degree or 0) + 1
+        safe = config(size).minimum_safe_threshold()  # t = size is accepted whenever any t is
+        return config(min(size, max(num_clients // 2 + 1, safe)))
+
+    def aggregate(
+        self, updates: Sequence[ClientUpdate], rng: np.random.Generator
+    ) -> AggregateResult:
+        """Encode on each client, sum securely, decode. ``rng`` drives the stochastic rounding
+        (one child generator per client) and seeds the simulated protocol.
+
+        Raises ``secagg.AbortedError`` when fewer than the threshold survive.
+        """
+        from secagg import simulate
+
+        length = _check_updates(updates)
+        k = len(updates)
+        if k < 2:
+            raise ValueError("secure aggregation needs at least 2 clients in a round")
+        quant = self.quantization(k)
+        config = self.secagg_config(k, length + 1)
+        client_rngs = rng.spawn(k)
+        inputs = {
+            i + 1: encode_weighted_update(u.update, u.num_examples, quant, client_rngs[i])
+            for i, u in enumerate(updates)
+        }
+        drop = self.drop(k, rng) if callable(self.drop) else self.drop
+        if drop is not None:
+            _check_drop(drop, k)
+        result = simulate(
+            config,
+            inputs,
+            drop=drop,
+            seed=int(rng.integers(2**63)),
+            observer=self.observer,
+        )
+        survivors = sorted(int(i) for i in result.survivors)
+        decoded = decode_weighted_sum(result.total, quant, len(survivors))
+        return AggregateResult(
+            decoded.mean,
+            decoded.total_weight,
+            tuple(i - 1 for i in survivors),
+            decoded.error_bound,
+        )
+
+
+def _check_drop(drop: DropSpec, num_clients: int) -> None:
+    for name, ids in drop.items():
+        if name not in PROTOCOL_ROUNDS:
+            raise ValueError(f"unknown protocol round {name!r} in drop; use one of {PROTOCOL_ROUNDS}")
+        bad = [i for i in ids if not 1 <= i <= num_clients]
+        if bad:
+            raise ValueError(f"drop[{name!r}] names ids {bad} outside 1..{num_clients}")
