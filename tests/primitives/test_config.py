@@ -59,6 +59,23 @@ def test_active_rule_is_two_thirds_at_the_default_gamma() -> None:
         assert semi.minimum_safe_threshold() == n // 3 + 1  # t > n/3
 
 
+def test_float_gamma_is_exact_at_integer_bounds_up_to_max_clients() -> None:
+    """gamma = 1/3 is not exact in binary: at n = 3k the bound gamma*n must still count as k
+    (t = k is unsafe, k + 1 is the minimum), for n up to MAX_CLIENTS."""
+    for n in [*range(3, 3000, 3), *range(MAX_CLIENTS - 3000, MAX_CLIENTS + 1, 3), 3 * 349525]:
+        for mode, gamma in (
+            ("semi_honest", 1 / 3),
+            ("active", 1 / 3),
+            ("semi_honest", 0.2),
+            ("active", 0.25),
+        ):
+            config = SecAggConfig(
+                num_clients=n, threshold=n, vector_length=1, mode=mode, collusion_fraction=gamma
+            )
+            expected = exact_minimum(n, Fraction(gamma).limit_denominator(100), mode == "active")
+            assert config.minimum_safe_threshold() == expected, (n, mode, gamma)
+
+
 @pytest.mark.parametrize(
     ("n", "mode", "passes", "fails"),
     [
