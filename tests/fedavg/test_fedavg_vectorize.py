@@ -130,7 +130,7 @@ def test_torch_vector_is_parameters_to_vector_then_float_buffers() -> None:
     assert np.array_equal(vector[: params.size], params)
     assert [e.name for e in spec.entries if e.buffer] == ["1.running_mean", "1.running_var"]
     assert "1.num_batches_tracked" not in spec.names  # an integer counter stays local
-    bn = net[1]
+    bn = net.get_submodule("1")
     assert isinstance(bn, torch.nn.BatchNorm1d)
     assert bn.running_mean is not None and bn.running_var is not None
     stats = torch.cat([bn.running_mean, bn.running_var]).double().numpy()
