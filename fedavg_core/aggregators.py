@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from secagg.config import GraphKind, SecAggConfig, SecurityMode
+from secagg.simulate import simulate
 
 from .quantize import QuantizationConfig
 from .quantize import clip as clip_values
@@ -140,6 +141,9 @@ class SecureAggregator:
         drop: simulated dropouts, ``{round name: protocol ids that go silent there}``, or a
             function of the round's client count and generator returning such a mapping.
         observer: called with every protocol message of the round (for inspection and tests).
+        reproducible: derive the simulated protocol's keys, nonces and masks from the ``rng``
+            passed to ``aggregate`` (a reproducible experiment); False draws them from the OS
+            (``os.urandom``), as a deployment must. Stochastic rounding always uses ``rng``.
     """
 
     clip: float
@@ -152,6 +156,7 @@ class SecureAggregator:
     mode: SecurityMode | str = SecurityMode.SEMI_HONEST
     drop: DropSpec | Callable[[int, np.random.Generator], DropSpec] | None = None
     observer: Callable[[object], None] | None = field(default=None, compare=False)
+    reproducible: bool = True
 
     def quantization(self, num_clients: int) -> QuantizationConfig:
         """The quantization every client of a round with ``num_clients`` clients uses."""
@@ -178,12 +183,10 @@ class SecureAggregator:
         self, updates: Sequence[ClientUpdate], rng: np.random.Generator
     ) -> AggregateResult:
         """Encode on each client, sum securely, decode. ``rng`` drives the stochastic rounding
-        (one child generator per client) and seeds the simulated protocol.
+        (one child generator per client) and, if ``reproducible``, seeds the simulated protocol.
 
         Raises ``secagg.AbortedError`` when fewer than the threshold survive.
         """
-        from secagg import simulate
-
         length = _check_updates(updates)
         k = len(updates)
         if k < 2:
@@ -202,7 +205,7 @@ class SecureAggregator:
             config,
             inputs,
             drop=drop,
-            seed=int(rng.integers(2**63)),
+            seed=int(rng.integers(2**63)) if self.reproducible else None,
             observer=self.observer,
         )
         survivors = sorted(int(i) for i in result.survivors)

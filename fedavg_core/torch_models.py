@@ -227,7 +227,7 @@ class TorchLearner:
             momentum=self.momentum,
             weight_decay=self.weight_decay,
         )
-        devices = [self.device] if self.device.type != "cpu" else []
+        devices = [] if self.device.type == "cpu" else [self.device.index or 0]
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
             torch.manual_seed(int(rng.integers(2**63)))
             self.module.train()

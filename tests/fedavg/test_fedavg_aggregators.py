@@ -184,3 +184,33 @@ def test_no_message_of_a_secure_round_carries_a_weight_or_an_example_count() -> 
     assert all(_leaks(e, secrets) for e in encodings)
     assert _leaks({"sender": 3, "count": 1193}, secrets) == ["int 1193"]
     assert _leaks(b"xx" + (1409).to_bytes(8, "big"), secrets) == ["bytes 1409"]
+
+
+def _masked_vectors(aggregator: SecureAggregator, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    seen: list[object] = []
+    run = dataclasses.replace(aggregator, observer=seen.append)
+    result = run.aggregate(_updates(m=20), np.random.default_rng(seed))
+    return [m.vector.copy() for m in seen if hasattr(m, "vector")], result.mean_update
+
+
+def test_masks_come_from_the_os_unless_the_run_is_reproducible() -> None:
+    fresh = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, reproducible=False)
+    (first, mean1), (second, mean2) = _masked_vectors(fresh, 1), _masked_vectors(fresh, 1)
+    assert not any(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert np.array_equal(mean1, mean2)  # the masks cancel; the rounding used the same rng
+    seeded = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT)
+    (first, _), (second, _) = _masked_vectors(seeded, 1), _masked_vectors(seeded, 1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_dropouts_can_be_drawn_per_round() -> None:
+    def drop_one(num_clients: int, rng: np.random.Generator) -> dict[str, list[int]]:
+        return {"masked_input": [int(rng.integers(1, num_clients + 1))]}
+
+    secure = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop=drop_one)
+    result = secure.aggregate(_updates(m=20), np.random.default_rng(3))
+    assert len(result.participants) == 9
+    missing = (set(range(10)) - set(result.participants)).pop()
+    assert result.total_weight == sum(min(c, MAX_WEIGHT) for c in COUNTS) - min(
+        COUNTS[missing], MAX_WEIGHT
+    )
