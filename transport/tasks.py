@@ -146,6 +146,19 @@ class LearnerTrainer:
     def dimension(self) -> int:
         return self.learner.spec.size
 
+    def warm_up(self) -> None:
+        """One tiny training step, so that lazy imports (torch's optimizer pulls in
+        ``torch._dynamo``, over a second) happen before the client joins a round."""
+        sample = self.data.subset([0])
+        self.learner.train(
+            self.learner.initial_vector(),
+            sample,
+            epochs=1,
+            batch_size=1,
+            learning_rate=1e-3,
+            rng=np.random.default_rng(0),
+        )
+
     def train(self, vector: FloatVector, settings: TrainingSettings, round_number: int) -> ClientUpdate:
         rng = np.random.default_rng([self.seed, round_number])
         local = self.learner.train(
