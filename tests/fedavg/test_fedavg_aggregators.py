@@ -107,7 +107,7 @@ def test_secure_refuses_bad_rounds() -> None:
         secure.aggregate(
             [ClientUpdate(np.zeros(3), 1), ClientUpdate(np.zeros(4), 1)], np.random.default_rng(0)
         )
-    with pytest.raises(ValueError, match=r"outside 1\.\.10"):
+    with pytest.raises(ValueError, match="unknown clients"):
         SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop={"masked_input": [0]}).aggregate(
             _updates(m=10), np.random.default_rng(0)
         )
