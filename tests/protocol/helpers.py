@@ -1,0 +1,286 @@
+"""Drivers for the adversarial protocol tests (``test_dishonest_server``, ``test_bad_clients``).
+
+``Federation`` builds one seeded round (setup, server, clients) and runs it round by round, so a
+test can read, drop, replace or add any message in either direction before it is delivered:
+
+    fed = Federation(config(5, 3))
+    requests = fed.run_to(Round.UNMASKING)        # honest rounds up to the unmasking requests
+    evil = dataclasses.replace(requests[1], ...)  # what a dishonest server sends instead
+    assert_refuses(fed.clients[1], evil, Round.UNMASKING, honest=requests[1])
+
+    fed = Federation(config(5, 3))
+    fed.run_to(Round.MASKED_INPUT)
+    fed.step(tamper=lambda replies: swap(replies, 2, bad_message))  # a misbehaving client 2
+    fed.finish()
+    fed.assert_exact()                             # sum over exactly U3, nothing partial
+
+Everything is deterministic (``secagg.simulate.seeded_random_bytes``), so a failure reproduces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from secagg import (
+    AbortedError,
+    LocalProtocolError,
+    Round,
+    RoundSetup,
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+)
+from secagg.messages import ClientMessage, PublicKeys, ServerMessage
+from secagg.primitives import signatures
+from secagg.primitives.field import DEFAULT_MODULUS, FieldVector
+from secagg.session import NONCE_SIZE
+from secagg.simulate import seeded_random_bytes
+from secagg.state import rounds_of
+
+RandomBytes = Callable[[int], bytes]
+Tamper = Callable[[dict[int, ClientMessage]], Iterable[object]]
+
+
+def config(
+    n: int,
+    t: int,
+    *,
+    m: int = 8,
+    graph: str = "complete",
+    degree: int | None = None,
+    mode: str = "semi_honest",
+    modulus: int = DEFAULT_MODULUS,
+) -> SecAggConfig:
+    """A round config with the tests' small defaults."""
+    return SecAggConfig(n, t, m, modulus=modulus, graph=graph, degree=degree, mode=mode)  # type: ignore[arg-type]
+
+
+class Federation:
+    """One server and n honest clients of one seeded round, driven one round at a time.
+
+    Attributes:
+        requests: the server's messages for the clients' current round (after ``advance``).
+        sent: round -> the replies the clients produced in that round (before any tampering).
+        aborted: clients that refused a server message, with the error.
+        silent: clients that stop answering (a test adds ids to make them drop out).
+    """
+
+    def __init__(
+        self,
+        cfg: SecAggConfig,
+        *,
+        seed: int | bytes = 0,
+        nonce_label: str = "nonce",
+        client_random: Mapping[int, RandomBytes] | None = None,
+    ) -> None:
+        self.config = cfg
+        n, m, p = cfg.num_clients, cfg.vector_length, cfg.modulus
+        self.identities: dict[int, Ed25519PrivateKey] = {}
+        roster = None
+        if cfg.is_active:
+            self.identities = {
+                i: signatures.generate_identity(seeded_random_bytes(seed, f"identity/{i}")(32))
+                for i in range(1, n + 1)
+            }
+            roster = {i: signatures.identity_public_bytes(k) for i, k in self.identities.items()}
+        self.setup = RoundSetup(cfg, seeded_random_bytes(seed, nonce_label)(NONCE_SIZE), roster)
+        self.server = SecAggServer(self.setup)
+        gen = np.random.default_rng(list(str(seed).encode()))
+        self.inputs: dict[int, FieldVector] = {
+            i: gen.integers(0, p, m, dtype=np.uint64, endpoint=False) for i in range(1, n + 1)
+        }
+        randoms = dict(client_random or {})
+        self.clients = {
+            i: SecAggClient(
+                self.setup,
+                i,
+                self.inputs[i],
+                random_bytes=randoms.get(i, seeded_random_bytes(seed, f"client/{i}")),
+                identity_key=self.identities.get(i),
+            )
+            for i in range(1, n + 1)
+        }
+        self.requests: dict[int, ServerMessage] = {}
+        self.sent: dict[Round, dict[int, ClientMessage]] = {}
+        self.aborted: dict[int, AbortedError] = {}
+        self.silent: set[int] = set()
+
+    # -- driving --------------------------------------------------------------------------------
+
+    @property
+    def graph_neighbours(self) -> Callable[[int], frozenset[int]]:
+        return self.setup.graph.neighbours
+
+    def client_replies(self) -> dict[int, ClientMessage]:
+        """Every live client handles its message for the server's current round (``start()`` in
+        round 0) and returns its reply, not yet delivered. A client that refuses is recorded."""
+        current = self.server.round
+        ids = sorted(self.clients) if current is Round.ADVERTISE_KEYS else sorted(self.requests)
+        replies: dict[int, ClientMessage] = {}
+        for i in ids:
+            if i in self.silent or i in self.aborted:
+                continue
+            client = self.clients[i]
+            try:
+                reply = (
+                    client.start() if current is Round.ADVERTISE_KEYS else client.receive(self.requests[i])
+                )
+            except AbortedError as exc:
+                self.aborted[i] = exc
+                continue
+            replies[i] = reply
+        self.sent[current] = replies
+        return replies
+
+    def deliver(self, messages: Iterable[object]) -> None:
+        """Feed messages to the server; ``receive`` must never raise, whatever it is given."""
+        for message in messages:
+            self.server.receive(message)
+
+    def advance(self) -> dict[int, ServerMessage]:
+        self.requests = self.server.advance()
+        return self.requests
+
+    def step(self, tamper: Tamper | None = None) -> dict[int, ServerMessage]:
+        """One round: the clients reply, ``tamper(replies)`` (default: all of them, in id order)
+        says what actually reaches the server, and the server advances."""
+        replies = self.client_replies()
+        self.deliver(list(replies.values()) if tamper is None else tamper(replies))
+        return self.advance()
+
+    def run_to(self, target: Round) -> dict[int, ServerMessage]:
+        """Honest rounds until the clients are about to handle the server's message of ``target``."""
+        order = rounds_of(self.config.is_active)
+        assert target in order, f"{target} is not a round of this mode"
+        while self.server.round is not target:
+            self.step()
+        return self.requests
+
+    def finish(self, tamper: Mapping[Round, Tamper] | None = None) -> FieldVector:
+        """Run the remaining rounds (tampering where asked) and return the released sum."""
+        while self.server.round is not Round.DONE:
+            self.step((tamper or {}).get(self.server.round))
+        assert self.server.result is not None
+        return self.server.result
+
+    # -- expectations ---------------------------------------------------------------------------
+
+    def expected_sum(self, ids: Iterable[int] | None = None) -> FieldVector:
+        """numpy's sum mod p of the inputs of ``ids`` (default: the server's U3), exactly."""
+        ids = self.server.survivors if ids is None else ids
+        total = np.zeros(self.config.vector_length, dtype=object)
+        for i in ids:
+            total = total + self.inputs[i].astype(object)
+        return np.array([int(x) % self.config.modulus for x in total], dtype=np.uint64)
+
+    def assert_exact(self) -> None:
+        """The released sum is the sum over exactly U3, and U3 has at least t clients."""
+        assert self.server.round is Round.DONE and self.server.result is not None
+        assert len(self.server.survivors) >= self.config.threshold
+        assert np.array_equal(self.server.result, self.expected_sum())
+
+    def public_keys(self, i: int) -> PublicKeys:
+        """The keys client i advertised in round 0, as the server forwards them."""
+        adv = self.sent[Round.ADVERTISE_KEYS][i]
+        return PublicKeys(adv.c_pk, adv.s_pk, adv.signature)  # type: ignore[union-attr]
+
+
+# -- message surgery ---------------------------------------------------------------------------
+
+
+def swap(replies: Mapping[int, ClientMessage], sender: int, *messages: object) -> list[object]:
+    """The replies in id order, with ``sender``'s reply replaced by ``messages`` (none: silent)."""
+    out: list[object] = []
+    for i, reply in sorted(replies.items()):
+        out.extend(messages if i == sender else (reply,))
+    return out
+
+
+def forge(cls: type, **fields: Any) -> Any:
+    """An instance of a message class that skips its own validation, as a buggy or hostile peer
+    library might hand it over: the server must check what it depends on anyway."""
+    obj: Any = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def assert_refuses(
+    client: SecAggClient,
+    message: object,
+    at: Round,
+    *,
+    honest: object,
+    reason: str | None = None,
+) -> AbortedError:
+    """``client`` aborts on ``message``: ``AbortedError`` naming round ``at`` (and ``reason``),
+    state ``ABORTED``, and afterwards it answers nothing, not even the ``honest`` message."""
+    with pytest.raises(AbortedError) as info:
+        client.receive(message)  # type: ignore[arg-type]
+    error = info.value
+    assert error.round == at.value
+    assert client.round is Round.ABORTED
+    if reason is not None:
+        assert reason in error.reason, error.reason
+    with pytest.raises(LocalProtocolError):
+        client.receive(honest)  # type: ignore[arg-type]
+    assert client.round is Round.ABORTED
+    return error
+
+
+# -- X25519 small-order points -----------------------------------------------------------------
+
+_P25519 = 2**255 - 19
+_A24 = 121665
+
+
+def x25519_ladder(scalar: int, u_bytes: bytes) -> int:
+    """RFC 7748 Montgomery ladder with an unclamped scalar (a reference for the tests only)."""
+    u = int.from_bytes(u_bytes, "little") & ((1 << 255) - 1)
+    p = _P25519
+    x1, x2, z2, x3, z3, swap_bit = u, 1, 0, u, 1, 0
+    for t in reversed(range(scalar.bit_length())):
+        k_t = (scalar >> t) & 1
+        swap_bit ^= k_t
+        if swap_bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap_bit = k_t
+        a, b = (x2 + z2) % p, (x2 - z2) % p
+        aa, bb = a * a % p, b * b % p
+        e = (aa - bb) % p
+        c, d = (x3 + z3) % p, (x3 - z3) % p
+        da, cb = d * a % p, c * b % p
+        x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
+        x2, z2 = aa * bb % p, e * (aa + _A24 * e) % p
+    if swap_bit:
+        x2, z2 = x3, z3
+    return x2 * pow(z2, p - 2, p) % p
+
+
+def _le(value: int) -> bytes:
+    return value.to_bytes(32, "little")
+
+
+_CANONICAL_SMALL_ORDER = {
+    "zero (order 4)": bytes(32),
+    "one (order 1)": _le(1),
+    "order 8 (a)": bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    "order 8 (b)": bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    "p-1 (order 2)": _le(_P25519 - 1),
+    "p (= zero)": _le(_P25519),
+    "p+1 (= one)": _le(_P25519 + 1),
+}
+SMALL_ORDER_POINTS: dict[str, bytes] = {
+    **_CANONICAL_SMALL_ORDER,
+    # RFC 7748 ignores the top bit, so each point has a second encoding with it set.
+    **{
+        f"{name}, top bit set": bytes([*key[:31], key[31] | 0x80])
+        for name, key in _CANONICAL_SMALL_ORDER.items()
+    },
+}
+"""Every 32-byte encoding of a point of order 1, 2, 4 or 8 on Curve25519 (libsodium's list)."""
