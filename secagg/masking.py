@@ -28,6 +28,11 @@ from .primitives.prg import MaskDomain, MaskGenerator
 _U64_MAX = (1 << 64) - 1
 
 
+def _unsigned(vector: npt.NDArray[np.integer]) -> npt.NDArray[np.unsignedinteger]:  # type: ignore[type-arg]
+    # numpy adds uint64 and int64 through float64, which rounds values above 2**53.
+    return vector.astype(np.uint64) if vector.dtype.kind == "i" else vector  # type: ignore[return-value]
+
+
 def pairwise_sign(own_id: int, other_id: int) -> int:
     """+1 if ``own_id`` adds PRG(s_uv) for ``other_id``, -1 if it subtracts it."""
     if own_id == other_id:
@@ -58,7 +63,8 @@ class FieldAccumulator:
         self._minus_terms = 0
 
     def add(self, vector: npt.NDArray[np.unsignedinteger]) -> None:
-        """acc += vector; every element of ``vector`` must be < p."""
+        """acc += vector; every element of ``vector`` must be in [0, p)."""
+        vector = _unsigned(vector)
         if self._plus_terms + 1 > self._budget:
             np.remainder(self._plus, self.modulus, out=self._plus)
             self._plus_terms = 1
@@ -66,7 +72,8 @@ class FieldAccumulator:
         self._plus_terms += 1
 
     def subtract(self, vector: npt.NDArray[np.unsignedinteger]) -> None:
-        """acc -= vector; every element of ``vector`` must be < p."""
+        """acc -= vector; every element of ``vector`` must be in [0, p)."""
+        vector = _unsigned(vector)
         if self._minus_terms + 1 > self._budget:
             np.remainder(self._minus, self.modulus, out=self._minus)
             self._minus_terms = 1

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
+import numpy as np
+
 from .errors import AbortedError, LocalProtocolError, RemoteProtocolError
 from .masking import FieldAccumulator
 from .messages import (
@@ -134,7 +136,8 @@ class SecAggServer:
         except RemoteProtocolError as exc:
             self._drop(sender, str(exc))
             return
-        self._responses[sender] = message
+        # A masked input is already in the sum: keeping the message would hold O(n m) memory.
+        self._responses[sender] = None if self.round is Round.MASKED_INPUT else message
 
     # -- round checks (each raises RemoteProtocolError to drop the sender) ----------------------
 
@@ -175,7 +178,7 @@ class SecAggServer:
             )
         if self._sum is None:
             self._sum = FieldAccumulator(m, p)
-        self._sum.add(msg.vector)
+        self._sum.add(msg.vector.astype(np.uint64, copy=False))  # int64 + uint64 would go via float
         self._in_sum.add(msg.sender)
 
     def _check_consistency(self, msg: ConsistencySignature) -> None:

@@ -141,14 +141,15 @@ def add(a: FieldVector, b: FieldVector, modulus: int) -> FieldVector:
 
 def add_into(acc: FieldVector, b: FieldVector, modulus: int) -> None:
     """acc <- (acc + b) mod p, in place. Both operands must already be reduced."""
-    np.add(acc, b, out=acc, casting="unsafe")
+    np.add(acc, b.astype(np.uint64, copy=False), out=acc)
     np.subtract(acc, modulus, out=acc, where=acc >= modulus)
 
 
 def subtract_into(acc: FieldVector, b: FieldVector, modulus: int) -> None:
     """acc <- (acc - b) mod p, in place. Both operands must already be reduced."""
+    b = b.astype(np.uint64, copy=False)  # int64 would make numpy compute in float64
     under = acc < b
-    np.subtract(acc, b, out=acc, casting="unsafe")
+    np.subtract(acc, b, out=acc)
     np.add(acc, modulus, out=acc, where=under)
 
 

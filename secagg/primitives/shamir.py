@@ -101,6 +101,8 @@ def reconstruct(shares: Mapping[int, bytes], threshold: int) -> bytes:
     Raises ``ValueError`` with fewer shares or a malformed share. With wrong shares the result is
     a wrong secret, not an error: callers check it where they can (e.g. against a public key).
     """
+    if threshold < 1:
+        raise ValueError(f"threshold must be >= 1, got {threshold}")
     if len(shares) < threshold:
         raise ValueError(f"need {threshold} shares to reconstruct, got {len(shares)}")
     xs = tuple(sorted(shares)[:threshold])

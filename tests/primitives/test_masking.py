@@ -293,12 +293,6 @@ def test_apply_masks_client_and_server_views_cancel(modulus: int) -> None:
     assert total.tolist() == field.add(x[u], x[v], modulus).tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FieldAccumulator.add on a signed int64 vector goes through float64 (numpy promotes "
-    "uint64 + int64), so values above 2**53 are rounded; is_field_vector accepts int64, and "
-    "SecAggServer._check_masked_input passes msg.vector to FieldAccumulator.add unconverted",
-)
 def test_accumulator_is_exact_or_refuses_signed_input() -> None:
     p = 2**61 - 1
     vector = np.array([p - 2, 2**53 + 1], dtype=np.int64)

@@ -170,11 +170,6 @@ def test_random_secret_is_redrawn_until_below_p() -> None:
     assert shamir.random_secret(lambda n: next(stream)) == (shamir.PRIME - 1).to_bytes(32, "big")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: shamir.reconstruct accepts a threshold < 1 and returns a wrong secret instead of "
-    "raising; share() refuses it, reconstruct() should too",
-)
 @pytest.mark.parametrize("threshold", [0, -1])
 def test_reconstruct_rejects_threshold_below_one(threshold: int) -> None:
     """With threshold 0 reconstruct() returns 32 zero bytes, with -1 it silently interpolates
