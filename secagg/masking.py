@@ -28,7 +28,7 @@ from .primitives.prg import MaskDomain, MaskGenerator
 _U64_MAX = (1 << 64) - 1
 
 
-def _unsigned(vector: npt.NDArray[np.integer]) -> npt.NDArray[np.unsignedinteger]:  # type: ignore[type-arg]
+def _unsigned(vector: npt.NDArray[np.integer]) -> npt.NDArray[np.unsignedinteger]:
     # numpy adds uint64 and int64 through float64, which rounds values above 2**53.
     return vector.astype(np.uint64) if vector.dtype.kind == "i" else vector  # type: ignore[return-value]
 
