@@ -124,8 +124,22 @@ class FederationSettings:
         return self._aggregator().quantization(self.num_clients)
 
     def secagg_config(self, dimension: int) -> SecAggConfig:
-        """The SecAgg parameters for a model of ``dimension`` (plus one weight element)."""
-        return self._aggregator().secagg_config(self.num_clients, dimension + 1)
+        """The SecAgg parameters for a model of ``dimension`` (plus one weight element).
+
+        Default threshold: a majority of the neighbourhood N (all n clients, or k + 1 over the
+        harary graph), raised to what the security mode requires, at most N.
+        """
+        modulus = self.quantization().modulus
+
+        def config(threshold: int) -> SecAggConfig:
+            m = dimension + 1
+            return SecAggConfig(self.num_clients, threshold, m, modulus, self.graph, self.degree, self.mode)
+
+        if self.threshold is not None:
+            return config(self.threshold)
+        size = self.num_clients if self.graph == "complete" else (self.degree or 0) + 1
+        safe = config(size).minimum_safe_threshold()  # t = N passes whenever any t does
+        return config(min(size, max(size // 2 + 1, safe)))
 
 
 @dataclass(frozen=True)
@@ -220,6 +234,7 @@ class FederationServer:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
+            backlog=max(128, 2 * self.config.num_clients),
         )
         log.info("listening on %s:%d (%s)", host, self.port, "wss" if ssl_context else "ws")
         if self.next_round > 1:
@@ -261,6 +276,16 @@ class FederationServer:
         await self._close_all(CloseCode.NORMAL, "federation finished")
         self._emit("finished", done)
         return self.reports
+
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> list[RoundReport]:
+        """``start``, ``run``, and ``stop`` whatever happens (also when cancelled by a signal)."""
+        await self.start(host, port, ssl_context)
+        try:
+            return await self.run()
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         """Close every connection (1001, going away) and stop listening. Idempotent."""
@@ -542,12 +567,21 @@ class FederationServer:
             self.settings.training.to_wire(),
         )
         session = setup.session_id
-        begin = loop.time()
-        await asyncio.gather(*(self._send(i, start, report, session) for i in sorted(members)))
         secagg = current.secagg
+        outgoing: Mapping[int, object] = dict.fromkeys(members, start)
         for phase in rounds_of(self.config.is_active):
+            # A phase begins before its prompts go out, so observers (the demo's and the tests'
+            # client killers) act before any client can answer in it.
             current.phase = phase.value
             self._emit("phase", number, phase=phase.value)
+            begin = loop.time()
+            await asyncio.gather(
+                *(
+                    self._send(i, m, report, session)
+                    for i, m in sorted(outgoing.items())
+                    if i in current.members
+                )
+            )
             timeout = self.settings.phase_timeout
             if phase is Round.ADVERTISE_KEYS:
                 timeout += self.settings.train_timeout
@@ -555,9 +589,8 @@ class FederationServer:
             for client_id in sorted(secagg.waiting_for & current.members):
                 connection = self._connections.get(client_id)
                 if connection is not None:
-                    self._cut_off(
-                        connection, CloseCode.DEADLINE, f"missed the {phase.value} deadline ({timeout:g}s)"
-                    )
+                    reason = f"missed the {phase.value} deadline ({timeout:g}s)"
+                    self._cut_off(connection, CloseCode.DEADLINE, reason)
             try:
                 outgoing = secagg.advance()
             except AbortedError as exc:
@@ -565,16 +598,8 @@ class FederationServer:
                 report.reason = str(exc)
                 log.warning("round %d aborted: %s", number, exc)
                 return self._finish(report, start_vector, None)
-            await asyncio.gather(
-                *(
-                    self._send(i, msg, report, session)
-                    for i, msg in sorted(outgoing.items())
-                    if i in current.members
-                )
-            )
-            now = loop.time()
-            report.seconds[phase.value] = round(now - begin, 4)
-            begin = now
+            report.seconds[phase.value] = round(loop.time() - begin, 4)
+        begin = loop.time()
         assert secagg.result is not None
         report.survivors = sorted(secagg.survivors)
         try:
