@@ -145,7 +145,7 @@ class SecAggConfig:
             self.vector_length,
             self.modulus,
             1 if self.graph == "harary" else 0,
-            self.degree or 0,
+            self.degree if self.graph == "harary" else 0,  # complete: degree None == n-1
             1 if self.is_active else 0,
             float(self.collusion_fraction),
         )

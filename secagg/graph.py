@@ -4,7 +4,8 @@
 - ``harary``: the Harary graph H(k, n) for even k over a random labelling (SecAgg+, Bell et al.
   2020, section 3): place the clients on a ring in a permuted order and join each to the k/2
   nearest on either side. The permutation comes from the session id, so the server and every
-  client derive the same graph and no party picks it alone once the nonce is fixed.
+  client derive the same graph. Caveat: whoever picks the nonce (the server) could try many nonces
+  and keep a graph it likes; clients cannot detect that grinding (see the README's threat model).
 """
 
 from __future__ import annotations

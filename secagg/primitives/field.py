@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 FieldVector = npt.NDArray[np.uint64]
 
-# k -> c such that 2**k - c is the largest prime below 2**k (checked by tests/test_field.py).
+# k -> c such that 2**k - c is the largest prime below 2**k (checked by tests/primitives/test_field.py).
 _PRIME_OFFSETS: Final[dict[int, int]] = {
     16: 15,
     17: 1,

@@ -1,7 +1,7 @@
 """X25519 key agreement with HKDF-SHA256 bound to the session and both client ids.
 
 Derived keys (DESIGN.md section 6): ``HKDF-SHA256(ikm = X25519(a, B), salt = session_id,
-info = purpose || u || v || pk_u || pk_v)`` with ``u < v`` the two client ids (4 bytes each,
+info = purpose || "|" || u || v || pk_u || pk_v)`` with ``u < v`` the two client ids (4 bytes each,
 big-endian) and ``pk_u``, ``pk_v`` their public keys for this purpose, so both parties derive the
 same key, and a key from another session, another pair or another purpose never matches.
 

@@ -36,6 +36,8 @@ def verify(public_key: bytes, signature: object, payload: bytes) -> bool:
     """True when ``signature`` is a valid signature of ``payload`` under ``public_key``."""
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
         return False
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_SIZE:
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, payload)
     except (InvalidSignature, ValueError):

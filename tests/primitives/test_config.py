@@ -205,3 +205,9 @@ def test_canonical_bytes_change_with_every_parameter() -> None:
     for change in changes:
         encodings.add(SecAggConfig(**{**base, **change}).canonical_bytes())
     assert len(encodings) == len(changes) + 1
+
+
+def test_complete_graph_degree_none_and_n_minus_1_are_the_same_round() -> None:
+    a = SecAggConfig(5, 3, 4, degree=None)
+    b = SecAggConfig(5, 3, 4, degree=4)
+    assert a.canonical_bytes() == b.canonical_bytes()
