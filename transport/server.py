@@ -155,6 +155,7 @@ class _Connection:
     ws: ServerConnection
     client_id: int
     closed: bool = False
+    closing: asyncio.Task[None] | None = None  # our close(code, reason), once cut off
 
 
 @dataclass(eq=False)
@@ -307,6 +308,9 @@ class FederationServer:
             async for data in ws:
                 self._on_frame(connection, data)
                 if connection.closed:
+                    # Returning would let websockets close with 1000; send our code first.
+                    if connection.closing is not None:
+                        await asyncio.shield(connection.closing)
                     return
         except ConnectionClosed as exc:
             code = exc.sent.code if exc.sent is not None else exc.rcvd.code if exc.rcvd is not None else 1006
@@ -430,6 +434,7 @@ class FederationServer:
             return
         self._forget(connection, int(code), reason)
         task = asyncio.get_running_loop().create_task(connection.ws.close(code, reason[:MAX_CLOSE_REASON]))
+        connection.closing = task
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

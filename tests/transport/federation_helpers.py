@@ -102,7 +102,7 @@ async def run_federation(
     *,
     client_options: Callable[[int], dict[str, Any]] | None = None,
     server_options: dict[str, Any] | None = None,
-    extra: Callable[[FederationServer], Any] | None = None,
+    extra: Callable[[FederationServer, list[ServerEvent]], Any] | None = None,
 ) -> Federation:
     """Start a server on a free port, run in-process clients to the end, stop the server."""
     outcomes: dict[int, RoundOutcome] = {}
@@ -136,7 +136,7 @@ async def run_federation(
         for i, trainer in trainers.items()
     ]
     tasks = [asyncio.create_task(c.run()) for c in clients]
-    side = asyncio.create_task(extra(server)) if extra is not None else None
+    side = asyncio.create_task(extra(server, events)) if extra is not None else None
     try:
         reports = await asyncio.wait_for(server.run(), 120)
         summaries = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)

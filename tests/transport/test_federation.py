@@ -89,10 +89,9 @@ def test_active_mode_registers_clients_by_identity_key_and_refuses_an_impostor(t
     settings = FederationSettings(num_clients=4, rounds=1, mode="active", clip=1.0, max_weight=256)
     refused: list[tuple[int | None, str | None]] = []
 
-    async def impostor(server: object) -> None:
+    async def impostor(server: FederationServer, events: object) -> None:
         # Client 2's id with client 3's key: the challenge signature does not match the roster.
-        port = server.port  # type: ignore[attr-defined]
-        async with connect(f"ws://127.0.0.1:{port}") as ws:
+        async with connect(f"ws://127.0.0.1:{server.port}") as ws:
             challenge = decode_from_server(await ws.recv(), FrameLimits.for_client(8)).message
             wrong = load_identity_key(tmp_path / "client-3.pem")
             signature = signatures.sign(wrong, registration_payload(challenge.nonce, 2))  # type: ignore[attr-defined]
