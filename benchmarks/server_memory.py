@@ -51,6 +51,8 @@ class ServerMeter:
         self.server = server
         self.shared = shared  # ids of objects the clients own too (the setup): not the server's
         self.peak = 0
+        self.peak_round = ""
+        self.peak_retained = 0
 
     def call(self, fn: Callable[[], Any]) -> Any:
         before = deep_size(self.server, set(self.shared))
@@ -60,7 +62,10 @@ class ServerMeter:
         finally:
             _, during = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            self.peak = max(self.peak, before + during)
+            if before + during > self.peak:
+                self.peak = before + during
+                self.peak_round = self.server.round.value
+                self.peak_retained = before
 
 
 def measure(n: int, m: int, degree: int, dropout: float, seed: int) -> dict[str, Any]:
@@ -100,7 +105,14 @@ def measure(n: int, m: int, degree: int, dropout: float, seed: int) -> dict[str,
         requests = meter.call(server.advance)
     if not np.array_equal(server.result, expected):
         raise SystemExit("server-memory benchmark produced a wrong sum")
-    return {"clients": n, "threshold": t, "server_peak_bytes": meter.peak, "survivors": len(server.u3)}
+    return {
+        "clients": n,
+        "threshold": t,
+        "server_peak_bytes": meter.peak,
+        "peak_in_round": meter.peak_round,
+        "retained_state_bytes_at_peak": meter.peak_retained,
+        "survivors": len(server.u3),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ p < 2**32 and fewer than 2**32 terms), so each mask costs one numpy add.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -40,15 +40,6 @@ def pairwise_sign(own_id: int, other_id: int) -> int:
     return 1 if own_id > other_id else -1
 
 
-def split_by_sign(own_id: int, others: Iterable[int]) -> tuple[list[int], list[int]]:
-    """The neighbours whose pairwise masks ``own_id`` adds, and those whose masks it subtracts."""
-    plus: list[int] = []
-    minus: list[int] = []
-    for other in sorted(others):
-        (plus if pairwise_sign(own_id, other) > 0 else minus).append(other)
-    return plus, minus
-
-
 class FieldAccumulator:
     """A running sum of field vectors (and their negatives) in O(m) memory."""
 
@@ -56,7 +47,7 @@ class FieldAccumulator:
         self.length = length
         self.modulus = modulus
         self._plus = np.zeros(length, dtype=np.uint64)
-        self._minus = np.zeros(length, dtype=np.uint64)
+        self._minus: FieldVector | None = None  # allocated on the first subtraction
         # Each operand is < p, so the accumulator may hold this many terms before overflow.
         self._budget = _U64_MAX // (modulus - 1)
         self._plus_terms = 0
@@ -74,6 +65,8 @@ class FieldAccumulator:
     def subtract(self, vector: npt.NDArray[np.unsignedinteger]) -> None:
         """acc -= vector; every element of ``vector`` must be in [0, p)."""
         vector = _unsigned(vector)
+        if self._minus is None:
+            self._minus = np.zeros(self.length, dtype=np.uint64)
         if self._minus_terms + 1 > self._budget:
             np.remainder(self._minus, self.modulus, out=self._minus)
             self._minus_terms = 1
@@ -90,22 +83,13 @@ class FieldAccumulator:
     def value(self) -> FieldVector:
         """The sum reduced into [0, p), as a new array."""
         p = np.uint64(self.modulus)
-        plus = np.remainder(self._plus, p)
-        minus = np.remainder(self._minus, p)
-        under = plus < minus
-        out: FieldVector = np.subtract(plus, minus)
-        np.add(out, p, out=out, where=under)
+        out: FieldVector = np.remainder(self._plus, p)
+        if self._minus is not None:
+            minus = np.remainder(self._minus, p)
+            under = out < minus
+            np.subtract(out, minus, out=out)
+            np.add(out, p, out=out, where=under)
         return out
-
-
-def add_self_mask(acc: FieldAccumulator, generator: MaskGenerator, seed: bytes, sign: int = 1) -> None:
-    """acc += sign * PRG_self(b)."""
-    acc.add_signed(generator.expand_words(seed, MaskDomain.SELF), sign)
-
-
-def add_pairwise_mask(acc: FieldAccumulator, generator: MaskGenerator, seed: bytes, sign: int) -> None:
-    """acc += sign * PRG_pairwise(s_uv)."""
-    acc.add_signed(generator.expand_words(seed, MaskDomain.PAIRWISE), sign)
 
 
 # -- multi-mask application (the hot path of both client and server) ----------------------------

@@ -120,13 +120,15 @@ def remove_masks(
     dropped: Sequence[DroppedClient],
     workers: int | None = None,
 ) -> FieldVector:
-    """total minus every remaining mask, mod p. ``workers``: processes to use (None: automatic)."""
+    """total minus every remaining mask, mod p, computed in place in ``total`` (and returned).
+
+    ``workers``: processes to use (None: automatic)."""
     length = total.shape[0]
     count = len(self_mask_seeds) + sum(len(d.partners) for d in dropped)
     if workers is None:
         workers = default_workers(count * length)
     jobs = split_jobs(length, modulus, session_id, self_mask_seeds, dropped, workers)
-    result: FieldVector = total.copy()
+    result = total  # the caller hands over the sum; it is reduced in place
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             apply_masks(result, correction_terms(job), modulus)

@@ -73,7 +73,7 @@ class MaskGenerator:
         self._words: npt.NDArray[np.unsignedinteger] = np.frombuffer(
             self._raw, dtype=self._dtype, count=length
         )
-        self._out = np.empty(length, dtype=np.uint64)
+        self._out: FieldVector | None = None  # for expand(); the hot paths use expand_words
 
     def _fill(self, encryptor: object) -> None:
         encryptor.update_into(self._zeros, self._raw)  # type: ignore[attr-defined]
@@ -101,6 +101,8 @@ class MaskGenerator:
 
     def expand(self, seed: bytes, domain: MaskDomain) -> FieldVector:
         """The mask as a uint64 field vector; a view valid until the next call."""
+        if self._out is None:
+            self._out = np.empty(self.length, dtype=np.uint64)
         np.copyto(self._out, self.expand_words(seed, domain), casting="unsafe")
         return self._out
 

@@ -13,12 +13,9 @@ from secagg.masking import (
     LANE_MIN_GROUP,
     FieldAccumulator,
     MaskTerm,
-    add_pairwise_mask,
-    add_self_mask,
     apply_masks,
     lane_group_size,
     pairwise_sign,
-    split_by_sign,
 )
 from secagg.primitives import field, key_agreement
 from secagg.primitives.field import SUPPORTED_PRIMES
@@ -98,15 +95,14 @@ def test_pairwise_sign_is_antisymmetric(u: int, v: int) -> None:
     assert pairwise_sign(u, v) == (1 if u > v else -1)  # the rule in the module docstring
 
 
-@given(st.integers(1, 50), st.sets(st.integers(1, 50), max_size=20))
-def test_split_by_sign_partitions_the_neighbours(own: int, others: set[int]) -> None:
-    if own in others:
-        with pytest.raises(ValueError):
-            split_by_sign(own, others)
-        return
-    plus, minus = split_by_sign(own, others)
-    assert plus == sorted(v for v in others if v < own)
-    assert minus == sorted(v for v in others if v > own)
+def add_self_mask(acc: FieldAccumulator, generator: MaskGenerator, seed: bytes, sign: int = 1) -> None:
+    """acc += sign * PRG_self(b): the semantics apply_masks must agree with, one mask at a time."""
+    acc.add_signed(generator.expand_words(seed, MaskDomain.SELF), sign)
+
+
+def add_pairwise_mask(acc: FieldAccumulator, generator: MaskGenerator, seed: bytes, sign: int) -> None:
+    """acc += sign * PRG_pairwise(s_uv)."""
+    acc.add_signed(generator.expand_words(seed, MaskDomain.PAIRWISE), sign)
 
 
 def _keys(client_id: int) -> tuple[object, bytes]:
