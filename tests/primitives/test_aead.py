@@ -28,7 +28,7 @@ def test_roundtrip(key: bytes, plaintext: bytes, session: bytes, pair: list[int]
     context = {"session_id": session, "sender": pair[0], "recipient": pair[1], "round_index": round_index}
     ciphertext = aead.encrypt(key, plaintext, **context)
     assert len(ciphertext) == len(plaintext) + aead.TAG_SIZE
-    if plaintext:
+    if len(plaintext) >= 8:  # shorter ones can appear in random bytes by chance (1 byte: ~7%)
         assert plaintext not in ciphertext
     assert aead.decrypt(key, ciphertext, **context) == plaintext
 
