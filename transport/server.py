@@ -264,16 +264,15 @@ class FederationServer:
             if self.checkpoint_path is not None:
                 checkpoint = Checkpoint(self.next_round, self.vector, [r.to_json() for r in self.reports])
                 save_checkpoint(self.checkpoint_path, checkpoint)
-            await self._broadcast(
-                self._round_members_for_end(report),
-                RoundEnd(report.status, report.reason, len(report.survivors), report.accuracy),
-                report,
-            )
+            # Checkpoint first, then tell the clients: a round they saw complete is never lost.
+            members = self._round.members if self._round is not None else set()
+            end = RoundEnd(report.status, report.reason, len(report.survivors), report.accuracy)
+            await self._broadcast(members, end, report.round)
             self._round = None
             self._emit("round_end", report.round, detail=report.status, accuracy=report.accuracy)
         self._finished = True
         done = self.next_round - 1
-        await self._broadcast(list(self._connections), Finished(done), None)
+        await self._broadcast(list(self._connections), Finished(done))
         await self._close_all(CloseCode.NORMAL, "federation finished")
         self._emit("finished", done)
         return self.reports
@@ -479,12 +478,18 @@ class FederationServer:
     # -- sending --------------------------------------------------------------------------------
 
     async def _send(
-        self, client_id: int, message: object, report: RoundReport | None, session: bytes = b""
+        self,
+        client_id: int,
+        message: object,
+        round_number: int = 0,
+        session: bytes = b"",
+        report: RoundReport | None = None,
     ) -> None:
+        """Send one message; count its bytes into ``report``; cut off a client that stalls."""
         connection = self._connections.get(client_id)
         if connection is None:
             return
-        data = encode(message, round=report.round if report else 0, session=session)
+        data = encode(message, round=round_number, session=session)
         if report is not None:
             report.bytes_down += len(data)
         try:
@@ -494,14 +499,8 @@ class FederationServer:
         except ConnectionClosed:
             pass  # the handler records the disconnection
 
-    async def _broadcast(
-        self, client_ids: Iterable[int], message: object, report: RoundReport | None
-    ) -> None:
-        await asyncio.gather(*(self._send(i, message, report) for i in sorted(client_ids)))
-
-    def _round_members_for_end(self, report: RoundReport) -> list[int]:
-        current = self._round
-        return sorted(current.members) if current is not None else []
+    async def _broadcast(self, client_ids: Iterable[int], message: object, round_number: int = 0) -> None:
+        await asyncio.gather(*(self._send(i, message, round_number) for i in sorted(client_ids)))
 
     # -- rounds ---------------------------------------------------------------------------------
 
@@ -582,7 +581,7 @@ class FederationServer:
             begin = loop.time()
             await asyncio.gather(
                 *(
-                    self._send(i, m, report, session)
+                    self._send(i, m, number, session, report)
                     for i, m in sorted(outgoing.items())
                     if i in current.members
                 )
