@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import audit
+from .checkpoint import CheckpointError
 from .client import FatalClientError, FederationClient
 from .identity import generate_identities, load_identity_key, load_roster
 from .records import ServerEvent
@@ -159,16 +160,25 @@ async def _serve(args: argparse.Namespace) -> int:
         on_event=events,
     )
     ssl_context = server_context(args.certfile, args.keyfile) if args.certfile else None
-    runner = asyncio.ensure_future(server.serve(args.host, args.port, ssl_context))
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.cancel)
+        loop.add_signal_handler(sig, stop.set)
     try:
-        reports = await runner
-    except asyncio.CancelledError:
-        log.info("stopped by signal; the last checkpoint holds round %d", server.next_round - 1)
-        reports = server.reports
+        await server.start(args.host, args.port, ssl_context)
+        runner = loop.create_task(server.run())
+        stopper = loop.create_task(stop.wait())
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not runner.done():
+            runner.cancel()
+            await asyncio.wait({runner}, timeout=5)
+            log.info("stopped by signal; the last checkpoint holds round %d", server.next_round - 1)
+            reports = server.reports
+        else:
+            reports = runner.result()
     finally:
+        await server.stop()
         if events is not None:
             events.close()
     if args.json:
@@ -189,7 +199,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(_serve(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, CheckpointError) as exc:
         log.error("%s", exc)
         return 1
 

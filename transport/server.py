@@ -22,7 +22,6 @@ is logged and recorded in the round's ``dropped``; the round goes on without it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -530,8 +529,13 @@ class FederationServer:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return False
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            # asyncio.wait, not wait_for: before Python 3.12, wait_for can swallow a cancellation
+            # (SIGTERM) that arrives just as the event is set.
+            waiter = loop.create_task(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=remaining)
+            finally:
+                waiter.cancel()
 
     async def _wait_for_clients(self) -> None:
         """Until min_clients are connected, or wait_timeout passed with at least t connected."""
