@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from helpers import SMALL_ORDER_POINTS, Federation, config, forge, swap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as npst
 
 from secagg import AbortedError, LocalProtocolError, RemoteProtocolError, Round, SecAggConfig
 from secagg.messages import (
@@ -146,6 +147,49 @@ def test_masked_input_in_another_integer_dtype_is_never_summed_wrongly(modulus: 
     fed = bad_round(cfg, Round.MASKED_INPUT, lambda reply: MaskedInput(BAD, _vec(reply).astype(dtype)))
     finish_exact(fed)
     assert (BAD in fed.server.survivors) is (BAD not in fed.server.dropped)
+
+
+any_1d_array = npst.arrays(
+    dtype=st.one_of(
+        npst.unsigned_integer_dtypes(endianness="="),
+        npst.unsigned_integer_dtypes(endianness=">"),
+        npst.integer_dtypes(),
+        npst.floating_dtypes(),
+        npst.boolean_dtypes(),
+        npst.complex_number_dtypes(),
+        npst.datetime64_dtypes(),
+        npst.byte_string_dtypes(max_len=4),
+    ),
+    shape=st.sampled_from([8, 8, 8, 7, 9, 0]),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(vector=any_1d_array, modulus=st.sampled_from([2**16 - 15, 2**32 - 5, 2**61 - 1]))
+def test_any_array_as_masked_input_is_refused_or_summed_exactly(vector: np.ndarray, modulus: int) -> None:
+    """Whatever 1-D array a client sends as its masked input: refused with a reason, or (when it
+    is m integers in [0, p)) taken as that client's y and summed exactly."""
+    fed = Federation(config(5, 3, modulus=modulus))
+    fed.run_to(Round.MASKED_INPUT)
+    fed.step(replace_reply(BAD, lambda reply: MaskedInput(BAD, vector)))
+    fed.finish()
+    honest = fed.sent[Round.MASKED_INPUT][BAD]
+    assert isinstance(honest, MaskedInput)
+    if BAD in fed.server.dropped:
+        assert "masked input must be" in fed.server.dropped[BAD].reason
+        assert BAD not in fed.server.survivors
+        fed.assert_exact()
+        return
+    assert BAD in fed.server.survivors
+    assert vector.dtype.kind in "ui" and vector.shape == (8,), "accepted a vector that is not m integers"
+    assert all(0 <= int(v) < modulus for v in vector.tolist()), "accepted a value outside [0, p)"
+    # The server holds sum(y_u); BAD's y was `vector` instead of its honest y, so the sum
+    # is off from the inputs' by exactly (vector - y), mod p.
+    shift = [
+        (int(a) - int(b)) % modulus for a, b in zip(vector.tolist(), honest.vector.tolist(), strict=True)
+    ]
+    want = [(int(x) + d) % modulus for x, d in zip(fed.expected_sum(), shift, strict=True)]
+    assert [int(x) for x in fed.server.result] == want  # type: ignore[union-attr]
 
 
 # -- wrong round, duplicates ---------------------------------------------------------------------
