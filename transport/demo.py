@@ -78,6 +78,9 @@ def demo_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="log the server's and clients' details")
     add_task_arguments(parser)
     add_federation_arguments(parser)
+    # The demo starts every client itself: wait for all of them (a slow machine may need a while
+    # to start N processes that import torch) rather than starting a round without some.
+    parser.set_defaults(wait_timeout=300.0)
     return parser
 
 
@@ -124,6 +127,7 @@ class Demo:
         self.live = sys.stdout.isatty() and not args.quiet
         self._status_width = 0
         self._stopping = False
+        self._between_rounds = True
 
     # -- dropout plan ---------------------------------------------------------------------------
 
@@ -218,6 +222,8 @@ class Demo:
     # -- server callbacks -----------------------------------------------------------------------
 
     def on_event(self, event: ServerEvent) -> None:
+        if event.kind in ("round_start", "round_end"):
+            self._between_rounds = event.kind == "round_end"
         if event.kind == "phase":
             victims = self.plan.get((event.round, event.phase), [])
             for victim in victims:
@@ -229,8 +235,15 @@ class Demo:
                 f"round {event.round}/{self.args.rounds} | phase {event.phase:<17} | clients alive "
                 f"{event.alive}/{self.args.clients}{accuracy}{killed}"
             )
-        elif event.kind == "waiting" and event.round > 1:
-            self._status(f"round {event.round}/{self.args.rounds} | waiting for clients: {event.detail}")
+        elif event.kind in ("waiting", "registered") and self._waiting_for_start(event):
+            self._status(
+                f"round {event.round}/{self.args.rounds} | waiting for clients: "
+                f"{event.alive}/{self.args.clients} connected"
+            )
+
+    def _waiting_for_start(self, event: ServerEvent) -> bool:
+        """Between rounds (or before the first), while not every client is connected."""
+        return self._between_rounds and event.alive < self.args.clients
 
     _last_accuracy: float | None = None
 

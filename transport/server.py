@@ -311,14 +311,18 @@ class FederationServer:
                         await asyncio.shield(connection.closing)
                     return
         except ConnectionClosed as exc:
-            code = exc.sent.code if exc.sent is not None else exc.rcvd.code if exc.rcvd is not None else 1006
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                code = exc.sent.code
                 reason = f"sent a frame above the limit of {self.limits.max_frame_bytes} bytes"
+            elif exc.rcvd is None and exc.sent is None:
+                code = 1006  # RFC 6455: abnormal closure, no close frame
+                reason = "connection lost without a close frame (process killed or network down)"
             else:
-                reason = f"connection lost ({exc})"
+                code = exc.sent.code if exc.sent is not None else exc.rcvd.code  # type: ignore[union-attr]
+                reason = f"connection failed ({exc})"
         else:
             code = ws.close_code
-            reason = f"disconnected (close code {code})"
+            reason = f"client closed the connection (code {code}: {ws.close_reason or 'no reason'})"
         self._forget(connection, code, reason)
 
     async def _register(self, ws: ServerConnection) -> _Connection | None:
