@@ -266,6 +266,8 @@ class SecAggClient:
         if overlap:
             self._abort(f"clients listed as both survived and dropped: {sorted(overlap)[:5]}")
         self._check_survivors(survivors)
+        if not self.config.is_active and not survivors <= self._u2_view:  # active: the global U3
+            self._abort(f"survivors that are not neighbours in U2: {sorted(survivors - self._u2_view)[:5]}")
         local_survivors = survivors & self._u2_view
         bad_dropped = dropped - (self._u2_view - {self.client_id})
         if bad_dropped:

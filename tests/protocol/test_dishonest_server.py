@@ -389,6 +389,19 @@ def test_survivors_naming_a_neighbour_outside_u2_is_refused() -> None:
     assert_refuses(fed.clients[VICTIM], evil, Round.UNMASKING, honest=honest, reason="not in U2")
 
 
+@pytest.mark.parametrize("who", ["non-neighbour", "unknown id"])
+def test_semi_honest_survivors_naming_a_client_outside_the_u2_neighbourhood_are_refused(who: str) -> None:
+    """Semi-honest mode: the request lists the client's own U2 neighbourhood (in the active mode
+    it is the signed global U3 instead, see test_double_reveal_is_refused[active])."""
+    fed = Federation(HARARY)
+    honest = fed.run_to(Round.UNMASKING)[VICTIM]
+    assert isinstance(honest, UnmaskingRequest)
+    cases = {"non-neighbour": (stranger(fed), "not neighbours in U2"), "unknown id": (10, "unknown")}
+    name, reason = cases[who]
+    evil = dataclasses.replace(honest, survivors=honest.survivors | {name})
+    assert_refuses(fed.clients[VICTIM], evil, Round.UNMASKING, honest=honest, reason=reason)
+
+
 @pytest.mark.parametrize("moved_to_dropped", [False, True])
 def test_unmasking_request_without_the_client_is_refused(moved_to_dropped: bool) -> None:
     fed = Federation(SEMI_HONEST)
