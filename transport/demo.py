@@ -313,6 +313,13 @@ class Demo:
             f"  server {self.url}; logs, audit files and checkpoint in {self.workdir}",
             flush=True,
         )
+        kills = round(a.dropout * a.clients)
+        if a.clients - kills < config.threshold:
+            print(
+                f"  note: killing {kills} of {a.clients} clients per round leaves fewer than "
+                f"t={config.threshold}: those rounds must abort (lower --dropout, or add clients)",
+                flush=True,
+            )
         self._last_accuracy = server.initial_accuracy
         for slot in self.slots.values():
             self._start_client(slot)
@@ -418,13 +425,18 @@ class Demo:
             else (Path(a.json).with_suffix(".png") if a.json else Path("secagg-demo.png"))
         )
         plotted = self._plot(plot_path, server, reports, plaintext)
+        if not completed:
+            verdict = "no round completed, so nothing to compare with plaintext FedAvg"
+        elif agree:
+            verdict = "the secure aggregate matches plaintext FedAvg within the quantization bound"
+        else:
+            verdict = "the secure aggregate DOES NOT match plaintext FedAvg within the quantization bound"
         secure_curve = " ".join("  x  " if r.accuracy is None else f"{r.accuracy:.3f}" for r in reports)
         print(
             f"\naccuracy per round, secure   : {secure_curve}\n"
             f"accuracy per round, plaintext: {' '.join(f'{x:.3f}' for x in plaintext)}\n"
             f"{len(completed)}/{len(reports)} rounds completed, {summary['dropped_clients']} client drops; "
-            f"secure aggregate {'matches' if agree else 'DOES NOT match'} plaintext FedAvg within the "
-            f"quantization bound; {seconds:.1f}s",
+            f"{verdict}; {seconds:.1f}s",
             flush=True,
         )
         outputs = [p for p in (a.json, plot_path if plotted else None) if p]
