@@ -17,6 +17,18 @@ Ed25519 identity key from the roster). Each FedAvg round is one SecAgg round:
 A client that sends a malformed, oversized, wrong-round, duplicate or impersonating frame, or
 that the protocol drops, is cut off: its websocket is closed with a ``CloseCode`` and the reason
 is logged and recorded in the round's ``dropped``; the round goes on without it.
+
+Decisions the design left open:
+
+- A round's participants are the clients connected when it starts. A client that connects (or
+  reconnects after a drop) during a round waits for the next one; the SecAgg state of a round is
+  bound to the connection that received its ``RoundStart``.
+- Before each round the server waits until ``min_clients`` (default: all N) are connected, or
+  ``wait_timeout`` has passed with at least t connected.
+- An aborted round leaves the global model unchanged and still counts as one of ``rounds``.
+- The checkpoint is written before the clients hear ``RoundEnd``, so no round a client saw
+  complete can be lost; a round interrupted by a crash is run again, with a fresh nonce.
+- A cut-off client may reconnect and join a later round; nothing is banned for good.
 """
 
 from __future__ import annotations
