@@ -112,10 +112,6 @@ class Federation:
 
     # -- driving --------------------------------------------------------------------------------
 
-    @property
-    def graph_neighbours(self) -> Callable[[int], frozenset[int]]:
-        return self.setup.graph.neighbours
-
     def client_replies(self) -> dict[int, ClientMessage]:
         """Every live client handles its message for the server's current round (``start()`` in
         round 0) and returns its reply, not yet delivered. A client that refuses is recorded."""
