@@ -83,9 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rng = np.random.default_rng(2)
         inputs = {i: rng.integers(0, 2**args.input_bits, m, dtype=np.uint64) for i in inputs}
     dropped = set(
-        np.random.default_rng(3)
-        .choice(np.arange(1, n + 1), round(args.dropout * n), replace=False)
-        .tolist()
+        np.random.default_rng(3).choice(np.arange(1, n + 1), round(args.dropout * n), replace=False).tolist()
     )
     drop = {args.drop_round: dropped} if dropped else {}
     sizer = _wire_sizer() if args.bytes else None

@@ -15,9 +15,7 @@ from secagg import SecAggConfig, simulate
 def main() -> None:
     cfg = SecAggConfig(num_clients=100, threshold=51, vector_length=100_000)
     rng = np.random.default_rng(0)
-    inputs = {
-        i: rng.integers(0, cfg.modulus, cfg.vector_length, dtype=np.uint64) for i in range(1, 101)
-    }
+    inputs = {i: rng.integers(0, cfg.modulus, cfg.vector_length, dtype=np.uint64) for i in range(1, 101)}
     drop = {"share_keys": {3, 7}, "masked_input": {9}, "unmasking": {12}}
     start = time.perf_counter()
     res = simulate(cfg, inputs, drop=drop)

@@ -95,7 +95,9 @@ def rounds_and_drops(draw: st.DrawFn) -> tuple[SecAggConfig, dict[int, np.ndarra
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rounds_and_drops())
-def test_sum_is_exact_or_round_aborts(case: tuple[SecAggConfig, dict[int, np.ndarray], dict[str, set[int]], int]) -> None:
+def test_sum_is_exact_or_round_aborts(
+    case: tuple[SecAggConfig, dict[int, np.ndarray], dict[str, set[int]], int],
+) -> None:
     config, inputs, drop, seed = case
     nonce = seeded_random_bytes(seed, "nonce")(32)
     graph = RoundSetup(config, nonce, _roster(config, seed)).graph
