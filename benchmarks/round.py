@@ -30,12 +30,12 @@ from secagg.primitives.prg import MaskDomain, word_dtype
 from .common import exact_sum, keystream_bytes_per_second, median, peak_rss_mib, random_inputs, timed
 
 
-def _wire_sizer() -> Callable[[object], int] | None:
+def _wire_sizer(modulus: int) -> Callable[[object], int] | None:
     try:
         from transport.codec import encode
     except ImportError:  # the transport package is optional for this benchmark
         return None
-    return lambda message: len(encode(message))
+    return lambda message: len(encode(message, modulus=modulus))  # masked inputs bit-packed
 
 
 def masking_rate(config: SecAggConfig, masks: int, repeats: int) -> dict[str, float]:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         np.random.default_rng(3).choice(np.arange(1, n + 1), round(args.dropout * n), replace=False).tolist()
     )
     drop = {args.drop_round: dropped} if dropped else {}
-    sizer = _wire_sizer() if args.bytes else None
+    sizer = _wire_sizer(modulus) if args.bytes else None
     sent: dict[int, int] = defaultdict(int)
     received: dict[int, int] = defaultdict(int)
 

@@ -317,7 +317,11 @@ class FederationClient:
         except (AbortedError, LocalProtocolError) as exc:
             await self._abort(ws, active, str(exc))
             return
-        await ws.send(encode(reply, round=active.number, session=active.session_id))
+        await ws.send(
+            encode(
+                reply, round=active.number, session=active.session_id, modulus=active.secagg.config.modulus
+            )
+        )
 
     async def _abort(self, ws: ClientConnection, active: _ActiveRound, reason: str) -> None:
         log.warning("client %d aborts round %d: %s", self.client_id, active.number, reason)

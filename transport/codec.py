@@ -6,7 +6,9 @@ Envelope (a msgpack map with exactly these keys)::
 
 ``round`` and ``session`` say which round a message belongs to, so a stale or replayed message is
 recognised before it reaches a state machine. Numpy vectors travel as raw little-endian bytes
-with their dtype and length: ``{"dtype": "<u8", "len": m, "data": <8m bytes>}``.
+with their dtype and length: ``{"dtype": "<u8", "len": m, "data": <8m bytes>}``; a masked input
+is bit-packed at ceil(log2 p) bits per element:
+``{"dtype": "packed", "bits": b, "len": m, "data": <ceil(b m / 8) bytes>}``.
 
 Decoding is strict: the frame size, every string, map, list and vector is bounded by
 ``FrameLimits`` (derived from the round config), every body has exactly its fields with the right
@@ -41,6 +43,8 @@ from secagg.messages import (
     UnmaskingRequest,
     UnmaskingShares,
 )
+from secagg.primitives.field import bit_length
+from secagg.primitives.packing import pack, unpack_bits
 from secagg.primitives.shamir import SHARE_SIZE
 
 from .errors import DecodeError
@@ -63,11 +67,14 @@ class FrameLimits:
         max_frame_bytes: the largest frame accepted (also the websocket ``max_size``).
         max_vector_length: the longest numpy vector.
         max_entries: the most entries in one map or list (neighbours, roster, id sets).
+        element_bits: the width of a bit-packed field vector (``bit_length(p)`` of the round);
+            None where no packed vector is expected.
     """
 
     max_frame_bytes: int
     max_vector_length: int
     max_entries: int
+    element_bits: int | None = None
 
     @classmethod
     def for_server(cls, config: SecAggConfig) -> FrameLimits:
@@ -84,7 +91,12 @@ class FrameLimits:
             (k + 1) * (SHARE_SIZE + 16),
             MAX_TEXT,
         )
-        return cls(body + ENVELOPE_OVERHEAD, config.vector_length, config.neighbourhood_size)
+        return cls(
+            body + ENVELOPE_OVERHEAD,
+            config.vector_length,
+            config.neighbourhood_size,
+            bit_length(config.modulus),
+        )
 
     @classmethod
     def for_client(cls, dimension: int, max_clients: int = 1 << 16) -> FrameLimits:
@@ -113,6 +125,18 @@ class Frame:
 def _vector(array: npt.NDArray[Any], dtype: str) -> Body:
     data = np.ascontiguousarray(array, dtype=np.dtype(dtype))
     return {"dtype": dtype, "len": int(data.shape[0]), "data": data.tobytes()}
+
+
+def _field_vector(array: npt.NDArray[Any], modulus: int | None) -> Body:
+    """A masked input: bit-packed at ``bit_length(p)`` bits when the modulus is known, else raw."""
+    if modulus is None:
+        return _vector(array, "<u8")
+    return {
+        "dtype": "packed",
+        "bits": bit_length(modulus),
+        "len": int(array.shape[0]),
+        "data": pack(array, modulus),
+    }
 
 
 def _config_body(config: SecAggConfig) -> Body:
@@ -147,6 +171,7 @@ _ENCODERS: dict[type, tuple[str, Callable[[Any], Body]]] = {
     ),
     ShareKeys: ("share_keys", lambda m: {"sender": m.sender, "ciphertexts": dict(m.ciphertexts)}),
     MaskedInput: ("masked_input", lambda m: {"sender": m.sender, "vector": _vector(m.vector, "<u8")}),
+    # (encode() replaces this with the packed form when it is given the round's modulus)
     ConsistencySignature: (
         "consistency_signature",
         lambda m: {"sender": m.sender, "signature": m.signature},
@@ -225,13 +250,21 @@ def message_type(message: object) -> str:
         raise TypeError(f"no wire encoding for {type(message).__name__}") from None
 
 
-def encode(message: object, *, round: int = 0, session: bytes = b"") -> bytes:
-    """One frame holding ``message``, tagged with the FedAvg round and the session id."""
+def encode(message: object, *, round: int = 0, session: bytes = b"", modulus: int | None = None) -> bytes:
+    """One frame holding ``message``, tagged with the FedAvg round and the session id.
+
+    With ``modulus`` (the round's p), a masked input is bit-packed at ``bit_length(p)`` bits per
+    element, the wire format clients use; without it, it travels as raw 8-byte words.
+    """
     try:
         tag, encoder = _ENCODERS[type(message)]
     except KeyError:
         raise TypeError(f"no wire encoding for {type(message).__name__}") from None
-    envelope = {"v": WIRE_VERSION, "type": tag, "round": round, "session": session, "body": encoder(message)}
+    if isinstance(message, MaskedInput) and modulus is not None:
+        body = {"sender": message.sender, "vector": _field_vector(message.vector, modulus)}
+    else:
+        body = encoder(message)
+    envelope = {"v": WIRE_VERSION, "type": tag, "round": round, "session": session, "body": body}
     packed: bytes = msgpack.packb(envelope, use_bin_type=True)
     return packed
 
@@ -336,6 +369,28 @@ class _Reader:
         return np.frombuffer(data, dtype=np.dtype(dtype)).astype(
             np.dtype(dtype).newbyteorder("="), copy=False
         )
+
+    def field_vector(self, key: str) -> npt.NDArray[Any]:
+        """A masked input: raw ``<u8`` words, or bit-packed at the round's element width."""
+        value = self.body[key]
+        if not isinstance(value, dict) or value.get("dtype") != "packed":
+            return self.vector(key, "<u8")
+        if set(value) != {"dtype", "bits", "len", "data"}:
+            raise self.fail(key, "must be a packed vector map with dtype, bits, len and data")
+        bits, length, data = value["bits"], value["len"], value["data"]
+        if self.limits.element_bits is None or bits != self.limits.element_bits:
+            raise self.fail(key, f"packed width must be {self.limits.element_bits} bits, got {bits!r:.20}")
+        if not isinstance(length, int) or isinstance(length, bool):
+            raise self.fail(key, "len must be an integer")
+        if not 0 <= length <= self.limits.max_vector_length:
+            raise self.fail(key, f"len {length} exceeds the limit of {self.limits.max_vector_length}")
+        if not isinstance(data, bytes):
+            raise self.fail(key, "data must be bytes")
+        try:
+            # Values below p are checked by the server, which drops the sender otherwise.
+            return unpack_bits(data, length, bits)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def sub(self, key: str, fields: set[str]) -> _Reader:
         return _Reader(self.body[key], f"{self.what}.{key}", fields, self.limits)
@@ -454,7 +509,7 @@ _CLIENT_DECODERS: dict[str, Callable[[_Reader], object]] = {
         r.integer("sender", 1, _ID_MAX),
         r.blob_map("ciphertexts", BUNDLE_SIZE),
     ),
-    "masked_input": lambda r: MaskedInput(r.integer("sender", 1, _ID_MAX), r.vector("vector", "<u8")),
+    "masked_input": lambda r: MaskedInput(r.integer("sender", 1, _ID_MAX), r.field_vector("vector")),
     "consistency_signature": lambda r: ConsistencySignature(
         r.integer("sender", 1, _ID_MAX),
         r.blob("signature", 64),

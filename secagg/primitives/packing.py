@@ -22,7 +22,21 @@ def packed_size(length: int, modulus: int) -> int:
 
 def pack(vector: FieldVector, modulus: int) -> bytes:
     """The elements of ``vector`` (each < p) at ``bit_length(p)`` bits each."""
-    bits = bit_length(modulus)
+    return pack_bits(vector, bit_length(modulus))
+
+
+def unpack(data: bytes, length: int, modulus: int) -> FieldVector:
+    """Inverse of ``pack``; ``ValueError`` if the size is wrong, padding is set or an element >= p."""
+    out = unpack_bits(data, length, bit_length(modulus))
+    if length and int(out.max()) >= modulus:
+        raise ValueError(f"packed vector holds an element >= the modulus {modulus}")
+    return out
+
+
+def pack_bits(vector: FieldVector, bits: int) -> bytes:
+    """The elements of ``vector`` at ``bits`` bits each (their higher bits must be zero)."""
+    if not 1 <= bits <= 64:
+        raise ValueError(f"bit width must be in [1, 64], got {bits}")
     values = np.ascontiguousarray(vector, dtype="<u8")
     if values.ndim != 1:
         raise ValueError("pack() takes a 1-D vector")
@@ -35,11 +49,13 @@ def pack(vector: FieldVector, modulus: int) -> bytes:
     return b"".join(pieces)
 
 
-def unpack(data: bytes, length: int, modulus: int) -> FieldVector:
-    """Inverse of ``pack``; ``ValueError`` if the size is wrong, padding is set or an element >= p."""
-    bits = bit_length(modulus)
-    if len(data) != packed_size(length, modulus):
-        raise ValueError(f"packed vector must be {packed_size(length, modulus)} bytes, got {len(data)}")
+def unpack_bits(data: bytes, length: int, bits: int) -> FieldVector:
+    """Inverse of ``pack_bits``; ``ValueError`` if the size is wrong or padding bits are set."""
+    if not 1 <= bits <= 64:
+        raise ValueError(f"bit width must be in [1, 64], got {bits}")
+    size = (length * bits + 7) // 8
+    if len(data) != size:
+        raise ValueError(f"packed vector must be {size} bytes, got {len(data)}")
     stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
     if stream[length * bits :].any():
         raise ValueError("packed vector has non-zero padding bits")
@@ -49,6 +65,4 @@ def unpack(data: bytes, length: int, modulus: int) -> FieldVector:
         matrix = np.zeros((stop - start, 64), dtype=np.uint8)
         matrix[:, :bits] = stream[start * bits : stop * bits].reshape(-1, bits)
         out[start:stop] = np.packbits(matrix, axis=1, bitorder="little").view("<u8").reshape(-1)
-    if length and int(out.max()) >= modulus:
-        raise ValueError(f"packed vector holds an element >= the modulus {modulus}")
     return out

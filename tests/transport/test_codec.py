@@ -227,3 +227,36 @@ def test_every_truncation_and_byte_flip_of_a_valid_frame_is_a_decode_error_or_va
     flipped[position] ^= data.draw(st.integers(1, 255))
     with contextlib.suppress(DecodeError):  # a flipped byte may still decode to a valid message
         decode_from_client(bytes(flipped), SERVER_LIMITS)
+
+
+def test_masked_inputs_travel_bit_packed_at_log2_p_bits() -> None:
+    modulus = CONFIG.modulus
+    vector = np.random.default_rng(1).integers(0, modulus, CONFIG.vector_length, dtype=np.uint64)
+    data = encode(MaskedInput(4, vector), round=7, session=SESSION, modulus=modulus)
+    field = msgpack.unpackb(data, strict_map_key=False)["body"]["vector"]
+    bits = (modulus - 1).bit_length()
+    assert field["dtype"] == "packed" and field["bits"] == bits
+    assert len(field["data"]) == (CONFIG.vector_length * bits + 7) // 8
+    frame = decode_from_client(data, SERVER_LIMITS)
+    assert np.array_equal(frame.message.vector, vector)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"bits": 64}, "packed width"),
+        ({"bits": "32"}, "packed width"),
+        ({"len": 5}, "bytes"),
+        ({"len": 7}, "exceeds the limit"),
+        ({"len": True}, "len must be an integer"),
+        ({"data": "text"}, "data must be bytes"),
+        ({"extra": 1}, "packed vector map"),
+    ],
+)
+def test_malformed_packed_vectors_raise_decode_error(change: dict[str, object], error: str) -> None:
+    modulus = CONFIG.modulus
+    bits = (modulus - 1).bit_length()
+    vector = {"dtype": "packed", "bits": bits, "len": 6, "data": bytes((6 * bits + 7) // 8)}
+    vector.update(change)
+    with pytest.raises(DecodeError, match=error):
+        decode_from_client(envelope({"sender": 2, "vector": vector}), SERVER_LIMITS)

@@ -15,6 +15,7 @@ import pytest
 from federation_helpers import ZeroModel, fixed_trainers, plaintext_mean, run_federation
 
 from secagg import SecAggConfig
+from secagg.primitives.packing import packed_size
 from transport.server import FederationSettings
 
 CLIENTS = 200
@@ -50,5 +51,6 @@ def test_two_hundred_clients_complete_a_round_with_vectors_of_ten_thousand() -> 
     expected = plaintext_mean([run.updates[(1, i)] for i in report.survivors], settings)
     assert report.error_bound is not None
     assert np.max(np.abs(run.server.vector - expected)) <= report.error_bound
-    # Every client uploaded its 80 kB masked vector, and little more than that.
-    assert CLIENTS * 8 * LENGTH <= report.bytes_up <= 2 * CLIENTS * 8 * LENGTH
+    # Every client uploaded its masked vector, bit-packed at log2(p) bits, and little more than that.
+    packed = packed_size(LENGTH, run.server.config.modulus)
+    assert CLIENTS * packed <= report.bytes_up <= 2 * CLIENTS * packed
