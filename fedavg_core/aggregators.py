@@ -175,7 +175,8 @@ class SecureAggregator:
             return config(self.threshold)
         size = num_clients if self.graph == "complete" else (self.degree or 0) + 1
         safe = config(size).minimum_safe_threshold()  # t = size is accepted whenever any t is
-        return config(min(size, max(num_clients // 2 + 1, safe)))
+        # A majority of the neighbourhood (SecAgg+: of k + 1, not of n), or more if the mode needs it.
+        return config(min(size, max(size // 2 + 1, safe)))
 
     def aggregate(
         self, updates: Sequence[ClientUpdate], rng: np.random.Generator

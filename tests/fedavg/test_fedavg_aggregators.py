@@ -214,3 +214,15 @@ def test_dropouts_can_be_drawn_per_round() -> None:
     assert result.total_weight == sum(min(c, MAX_WEIGHT) for c in COUNTS) - min(
         COUNTS[missing], MAX_WEIGHT
     )
+
+
+def test_default_threshold_is_a_majority_of_the_neighbourhood_on_a_harary_graph() -> None:
+    """Over SecAgg+, t counts within the neighbourhood (k + 1), not the n clients: t = k + 1
+    would make one dropout in any neighbourhood abort the round."""
+    secure = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=4)
+    config = secure.secagg_config(40, 101)
+    assert config.threshold == 3  # a majority of 5, and > 5/3
+    result = SecureAggregator(
+        clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=4, drop={"masked_input": [2]}
+    ).aggregate(_updates(m=20), np.random.default_rng(1))
+    assert 1 not in result.participants and len(result.participants) == 9
