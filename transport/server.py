@@ -73,6 +73,10 @@ log = logging.getLogger("transport.server")
 MAX_CLOSE_REASON = 120  # a close frame's reason is at most 123 UTF-8 bytes
 
 
+DEFAULT_BITS = 16
+"""Quantization bits when neither bits nor modulus is set (error per element about clip / 2**15)."""
+
+
 @dataclass(frozen=True)
 class FederationSettings:
     """Everything the server decides for the federation.
@@ -83,6 +87,9 @@ class FederationSettings:
         threshold, graph, degree, mode: the SecAgg round parameters (threshold None: the rule of
             ``fedavg_core.SecureAggregator``, a majority raised to what the mode requires).
         clip, max_weight, bits, modulus: quantization (see ``fedavg_core.QuantizationConfig``).
+            With neither bits nor modulus given, updates are quantized to ``DEFAULT_BITS`` bits
+            and the modulus is the smallest supported prime with headroom for N clients, which
+            keeps masked inputs small on the wire (they travel at log2(p) bits per element).
         training: local training knobs sent to the clients.
         server_learning_rate: the global model moves by this times the mean update.
         phase_timeout: seconds for each SecAgg phase; ``train_timeout`` is added to round 0.
@@ -122,7 +129,7 @@ class FederationSettings:
         return SecureAggregator(
             clip=self.clip,
             max_weight=self.max_weight,
-            bits=self.bits,
+            bits=DEFAULT_BITS if self.bits is None and self.modulus is None else self.bits,
             modulus=self.modulus,
             threshold=self.threshold,
             graph=self.graph,
