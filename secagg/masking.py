@@ -8,9 +8,11 @@ with sign(u, v) = +1 if u > v else -1, so the masks of two neighbours that both 
 The server removes PRG(b_u) for u in U3 and, for each v in U2 minus U3, the leftover terms
 sign(u, v) * PRG(s_uv) of v's neighbours u in U3.
 
-``FieldAccumulator`` sums many vectors with lazy reduction: it adds and subtracts raw PRG words
-into two uint64 accumulators and reduces only when another term could overflow (never, for
-p < 2**32 and fewer than 2**32 terms), so each mask costs one numpy add.
+``apply_masks`` adds or subtracts a list of masks (``MaskTerm``) into a vector: the client uses it
+to mask its input, the server (``secagg.unmasking``) to take the leftover masks out.
+``FieldAccumulator`` is the server's streaming sum of masked inputs with lazy reduction: it
+reduces only when another term could overflow (never, for p < 2**32 and fewer than 2**32 terms),
+so each masked input costs one numpy add.
 """
 
 from __future__ import annotations
