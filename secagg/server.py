@@ -87,6 +87,9 @@ class SecAggServer:
         self._bundles: dict[int, Mapping[int, bytes]] = {}
         self._sum: FieldAccumulator | None = None
         self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
+        # Round 4: owner -> {holder: share}, the first t shares of each b_u and s_v^SK received.
+        self._b_shares: dict[int, dict[int, bytes]] = {}
+        self._sk_shares: dict[int, dict[int, bytes]] = {}
 
     # -- readiness (the transport decides when to advance) ------------------------------------
 
@@ -136,8 +139,10 @@ class SecAggServer:
         except RemoteProtocolError as exc:
             self._drop(sender, str(exc))
             return
-        # A masked input is already in the sum: keeping the message would hold O(n m) memory.
-        self._responses[sender] = None if self.round is Round.MASKED_INPUT else message
+        # Masked inputs are already in the sum and shares already filed: keeping the messages
+        # would hold O(n m) (or O(n k)) memory for nothing.
+        kept = self.round in (Round.MASKED_INPUT, Round.UNMASKING)
+        self._responses[sender] = None if kept else message
 
     # -- round checks (each raises RemoteProtocolError to drop the sender) ----------------------
 
@@ -196,6 +201,16 @@ class SecAggServer:
                 shamir.decode_element(share)
             except ValueError as exc:
                 raise RemoteProtocolError(f"malformed share: {exc}") from None
+        # Keep only the first t shares of each secret (t reconstruct it): O(n t) memory, not O(n k).
+        t = self.config.threshold
+        for pending, shares in (
+            (self._b_shares, msg.self_mask_shares),
+            (self._sk_shares, msg.secret_key_shares),
+        ):
+            for owner, share in shares.items():
+                held = pending.setdefault(owner, {})
+                if len(held) < t:
+                    held[msg.sender] = share
 
     _CHECKS: ClassVar[dict[Round, Callable[..., None]]] = {
         Round.ADVERTISE_KEYS: _check_advertise,
@@ -231,6 +246,7 @@ class SecAggServer:
     def _close_advertise(self, u1: frozenset[int]) -> dict[int, ServerMessage]:
         self.u1 = u1
         self._keys = {u: msg for u, msg in self._responses.items() if isinstance(msg, AdvertiseKeys)}
+        self._key_owner = {}  # only round 0 checks for reused keys
         out: dict[int, ServerMessage] = {}
         for u in sorted(u1):
             keys = {
@@ -279,18 +295,17 @@ class SecAggServer:
 
     def _close_unmasking(self, u5: frozenset[int]) -> dict[int, ServerMessage]:
         self.u5 = u5
-        responses = {u: msg for u, msg in self._responses.items() if isinstance(msg, UnmaskingShares)}
         assert self._sum is not None
         self_mask_seeds = []
         for u in sorted(self.u3):
-            shares = {w: r.self_mask_shares[u] for w, r in responses.items() if u in r.self_mask_shares}
+            shares = self._b_shares.pop(u, {})
             self_mask_seeds.append(self._reconstruct(shares, f"self-mask seed b of client {u}"))
         dropped = []
         for v in sorted(self.u2 - self.u3):
             partners = sorted(self.graph.neighbours(v) & self.u3)
             if not partners:
                 continue
-            shares = {w: r.secret_key_shares[v] for w, r in responses.items() if v in r.secret_key_shares}
+            shares = self._sk_shares.pop(v, {})
             secret = self._reconstruct(shares, f"masking key s_SK of dropped client {v}")
             if public_bytes(generate_private_key(secret)) != self._keys[v].s_pk:
                 self._abort(f"reconstructed s_SK of client {v} does not match its s_PK (bad shares)")
