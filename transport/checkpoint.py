@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,11 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Non
         },
         use_bin_type=True,
     )
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # mkstemp: a fresh name opened with O_EXCL (mode 0600), so a planted symlink is never followed.
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    temporary = Path(name)
     try:
-        with open(temporary, "wb") as handle:
+        with open(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
@@ -109,5 +112,9 @@ def load_checkpoint(path: str | os.PathLike[str], dimension: int) -> Checkpoint 
         )
     if not isinstance(next_round, int) or next_round < 1 or not isinstance(records, list):
         raise CheckpointError(f"{target}: bad round counter or records")
+    if not all(isinstance(r, dict) for r in records):
+        raise CheckpointError(f"{target}: bad round counter or records")
     vector: FloatVector = np.frombuffer(data, dtype="<f8").astype(np.float64)
+    if not np.all(np.isfinite(vector)):
+        raise CheckpointError(f"{target}: the model holds NaN or infinite values (not finite)")
     return Checkpoint(next_round, vector, records)

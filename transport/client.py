@@ -84,8 +84,8 @@ class FederationClient:
         url: ``ws://host:port`` or ``wss://host:port``.
         ssl_context: for wss://, e.g. ``transport.tls.client_context(cafile)``.
         identity_key: active mode: the client's long-term Ed25519 key.
-        roster: active mode: the roster the client trusts (id -> identity public key); the
-            server's must be identical.
+        roster: active mode, required with ``identity_key``: the roster the client trusts (id ->
+            identity public key); the server's must be identical.
         min_collusion_fraction: refuse rounds whose config assumes fewer colluders than this.
         backoff_initial, backoff_max: reconnection delays (seconds, doubled, with jitter).
         give_up_after: stop after this many seconds without a registered connection.
@@ -109,6 +109,10 @@ class FederationClient:
     ) -> None:
         if roster is not None and identity_key is None:
             raise ValueError("a roster is only used with an identity key (active mode)")
+        if identity_key is not None and roster is None:
+            # Without its own roster a client would accept whatever keys the server lists for the
+            # other ids, letting the server stand in for all of them.
+            raise ValueError("an identity key needs the roster this client trusts (active mode)")
         if identity_key is not None and roster is not None:
             own = signatures.identity_public_bytes(identity_key)
             if roster.get(client_id) != own:

@@ -57,12 +57,15 @@ def generate_identities(directory: str | os.PathLike[str], num_clients: int) -> 
     for client_id in range(1, num_clients + 1):
         key = Ed25519PrivateKey.generate()
         path = folder / f"client-{client_id}.pem"
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        path.chmod(0o600)
+        # Replace whatever is there (never write through a symlink) and create the file owner-only,
+        # so the private key is not readable by others even for a moment.
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with open(fd, "wb") as handle:
+            handle.write(pem)
         roster[client_id] = signatures.identity_public_bytes(key)
     roster_path = folder / "roster.json"
     save_roster(roster_path, roster)

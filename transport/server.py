@@ -51,7 +51,7 @@ from secagg.config import GraphKind
 from secagg.primitives import signatures
 from secagg.state import rounds_of
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint, vector_digest
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, vector_digest
 from .codec import FrameLimits, decode_from_client, encode
 from .errors import CloseCode, DecodeError
 from .records import DropRecord, RoundReport, ServerEvent
@@ -71,6 +71,9 @@ from .wire import (
 log = logging.getLogger("transport.server")
 
 MAX_CLOSE_REASON = 120  # a close frame's reason is at most 123 UTF-8 bytes
+REGISTRATION_MAX_FRAME = 1024
+"""The largest frame an unregistered peer may send (a hello is under 200 bytes); the round's
+config-derived limit applies only once the connection is bound to a client id."""
 
 
 DEFAULT_BITS = 16
@@ -228,7 +231,10 @@ class FederationServer:
             saved = load_checkpoint(checkpoint_path, model.dimension)
             if saved is not None:
                 self.vector, self.next_round = saved.vector, saved.next_round
-                self.reports = [RoundReport.from_json(r) for r in saved.records]
+                try:
+                    self.reports = [RoundReport.from_json(r) for r in saved.records]
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise CheckpointError(f"{checkpoint_path}: malformed round records ({exc})") from None
         self.initial_accuracy = model.evaluate(self.vector)
         self._connections: dict[int, _Connection] = {}
         self._round: _Round | None = None
@@ -248,7 +254,7 @@ class FederationServer:
             host,
             port,
             ssl=ssl_context,
-            max_size=self.limits.max_frame_bytes,
+            max_size=REGISTRATION_MAX_FRAME,  # raised to the round's limit once registered
             compression=None,  # masked vectors are incompressible; no decompression bombs
             ping_interval=20,
             ping_timeout=20,
@@ -380,6 +386,7 @@ class FederationServer:
             await ws.send(encode(Finished(self.next_round - 1)))
             await ws.close(CloseCode.NORMAL, "federation finished")
             return None
+        ws.protocol.max_message_size = self.limits.max_frame_bytes
         connection = _Connection(ws, client_id)
         self._connections[client_id] = connection
         try:

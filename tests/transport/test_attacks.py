@@ -1,0 +1,146 @@
+"""Attacks on the transport that earlier tests did not cover, each with the fix it checks.
+
+- an unregistered peer may not make the server buffer a model-sized frame before it has proven
+  anything (the pre-registration frame limit is the size of a hello);
+- a client with an identity key must pin the roster, or the server can substitute the keys of
+  every other client (Sybils that the active mode is meant to exclude);
+- a checkpoint with a valid checksum but a non-finite model or malformed records is refused with
+  ``CheckpointError``; writing one does not follow a planted symlink;
+- identity keys are never world-readable, not even between write and chmod, and writing one does
+  not follow a planted symlink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from federation_helpers import ZeroModel, fixed_trainers
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from transport.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from transport.client import FederationClient
+from transport.codec import encode
+from transport.errors import CloseCode
+from transport.identity import generate_identities
+from transport.server import FederationServer, FederationSettings
+from transport.wire import Hello
+
+BIG_DIMENSION = 100_000  # the server's frame limit is then about 800 kB
+
+
+async def _peer(port: int, frames: list[bytes]) -> int | None:
+    """Connect, read the challenge, send ``frames``, and return the close code the server sent."""
+    async with connect(f"ws://127.0.0.1:{port}", max_size=None) as ws:
+        await ws.recv()  # challenge
+        with contextlib.suppress(ConnectionClosed):
+            for frame in frames:
+                await ws.send(frame)
+                if frame is frames[0] and len(frames) > 1:
+                    await ws.recv()  # welcome
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        return ws.close_code
+
+
+def test_an_unregistered_peer_cannot_make_the_server_buffer_a_model_sized_frame() -> None:
+    settings = FederationSettings(num_clients=3, rounds=1, hello_timeout=5.0)
+
+    async def scenario() -> tuple[int | None, int | None]:
+        server = FederationServer(ZeroModel(BIG_DIMENSION), settings)
+        assert server.limits.max_frame_bytes > 500_000
+        await server.start()
+        try:
+            before = await _peer(server.port, [b"\x00" * 400_000])
+            # A registered client still gets the full, config-derived limit: a big malformed
+            # frame is decoded (and refused as invalid), not refused for its size.
+            after = await _peer(server.port, [encode(Hello(1)), b"\x00" * 400_000])
+        finally:
+            await server.stop()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before == CloseCode.MESSAGE_TOO_BIG
+    assert after == CloseCode.INVALID_DATA
+
+
+def test_a_client_with_an_identity_key_must_pin_the_roster() -> None:
+    trainer = fixed_trainers(1, 4)[1]
+    with pytest.raises(ValueError, match="roster"):
+        FederationClient(1, trainer, "ws://127.0.0.1:1", identity_key=Ed25519PrivateKey.generate())
+
+
+def _forge(path: Path, vector: np.ndarray, records: object) -> None:
+    data = np.ascontiguousarray(vector, dtype="<f8").tobytes()
+    state = {
+        "v": 1,
+        "next_round": 2,
+        "dimension": int(vector.shape[0]),
+        "vector": data,
+        "sha256": hashlib.sha256(data).hexdigest(),  # the checksum is recomputed by the forger
+        "records": records,
+    }
+    path.write_bytes(msgpack.packb(state, use_bin_type=True))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_checkpoint_with_a_non_finite_model_is_refused(tmp_path: Path, bad: float) -> None:
+    vector = np.zeros(10)
+    vector[3] = bad
+    _forge(tmp_path / "ck", vector, [])
+    with pytest.raises(CheckpointError, match="finite"):
+        load_checkpoint(tmp_path / "ck", 10)
+
+
+@pytest.mark.parametrize(
+    "records", [[{"bogus": 1}], [1, 2], [{"round": 1, "status": "completed", "dropped": 5}]]
+)
+def test_a_checkpoint_with_malformed_records_is_a_checkpoint_error(tmp_path: Path, records: object) -> None:
+    _forge(tmp_path / "ck", np.zeros(10), records)
+    with pytest.raises(CheckpointError):
+        FederationServer(
+            ZeroModel(10), FederationSettings(num_clients=3, rounds=3), checkpoint_path=tmp_path / "ck"
+        )
+
+
+def test_saving_a_checkpoint_does_not_follow_a_planted_temporary_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    target = tmp_path / "ck"
+    (tmp_path / f".ck.{os.getpid()}.tmp").symlink_to(victim)
+    save_checkpoint(target, Checkpoint(2, np.ones(10), []))
+    assert victim.read_bytes() == b"precious"
+    assert not target.is_symlink()
+    loaded = load_checkpoint(target, 10)
+    assert loaded is not None and loaded.next_round == 2
+
+
+def test_identity_keys_are_created_owner_only_and_not_through_symlinks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    folder = tmp_path / "ids"
+    folder.mkdir()
+    (folder / "client-1.pem").symlink_to(victim)
+    # Whatever a later chmod does, the key must never have existed with a looser mode.
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
+    old = os.umask(0o022)
+    try:
+        generate_identities(folder, 2)
+    finally:
+        os.umask(old)
+    assert victim.read_bytes() == b"precious"
+    for i in (1, 2):
+        key = folder / f"client-{i}.pem"
+        assert not key.is_symlink()
+        assert stat.S_IMODE(key.stat().st_mode) & 0o077 == 0
