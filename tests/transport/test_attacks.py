@@ -6,8 +6,8 @@
   every other client (Sybils that the active mode is meant to exclude);
 - a checkpoint with a valid checksum but a non-finite model or malformed records is refused with
   ``CheckpointError``; writing one does not follow a planted symlink;
-- identity keys are never world-readable, not even between write and chmod, and writing one does
-  not follow a planted symlink.
+- identity keys and the self-signed TLS key are never world-readable, not even between write and
+  chmod, and writing one does not follow a planted symlink.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from transport.codec import encode
 from transport.errors import CloseCode
 from transport.identity import generate_identities
 from transport.server import FederationServer, FederationSettings
+from transport.tls import generate_self_signed
 from transport.wire import Hello
 
 BIG_DIMENSION = 100_000  # the server's frame limit is then about 800 kB
@@ -144,3 +145,20 @@ def test_identity_keys_are_created_owner_only_and_not_through_symlinks(
         key = folder / f"client-{i}.pem"
         assert not key.is_symlink()
         assert stat.S_IMODE(key.stat().st_mode) & 0o077 == 0
+
+
+def test_the_self_signed_tls_key_is_created_owner_only_and_not_through_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "key.pem").symlink_to(victim)
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
+    old = os.umask(0o022)
+    try:
+        _, key_path = generate_self_signed(tmp_path)
+    finally:
+        os.umask(old)
+    assert victim.read_bytes() == b"precious"
+    assert not key_path.is_symlink()
+    assert stat.S_IMODE(key_path.stat().st_mode) & 0o077 == 0
