@@ -29,6 +29,8 @@ def load_roster(path: str | os.PathLike[str]) -> dict[int, bytes]:
             client_id, public = int(key), bytes.fromhex(value)
         except (TypeError, ValueError):
             raise ValueError(f"{path}: bad roster entry {key!r}") from None
+        if key != str(client_id):  # "01", " 1", "1_0": aliases that could hide a second key for an id
+            raise ValueError(f"{path}: roster key {key!r} is not a plain decimal client id")
         if len(public) != signatures.PUBLIC_KEY_SIZE or client_id < 1:
             raise ValueError(f"{path}: roster entry {key!r} must be a 32-byte key for an id >= 1")
         roster[client_id] = public

@@ -6,6 +6,8 @@
   every other client (Sybils that the active mode is meant to exclude);
 - a checkpoint with a valid checksum but a non-finite model or malformed records is refused with
   ``CheckpointError``; writing one does not follow a planted symlink;
+- a roster file cannot list one id twice under aliases ("1" and "01") so that a reviewer sees one
+  key and the loader keeps another;
 - identity keys and the self-signed TLS key are never world-readable, not even between write and
   chmod, and writing one does not follow a planted symlink.
 """
@@ -31,7 +33,7 @@ from transport.checkpoint import Checkpoint, CheckpointError, load_checkpoint, s
 from transport.client import FederationClient
 from transport.codec import encode
 from transport.errors import CloseCode
-from transport.identity import generate_identities
+from transport.identity import generate_identities, load_roster
 from transport.server import FederationServer, FederationSettings
 from transport.tls import generate_self_signed
 from transport.wire import Hello
@@ -162,3 +164,11 @@ def test_the_self_signed_tls_key_is_created_owner_only_and_not_through_a_symlink
     assert victim.read_bytes() == b"precious"
     assert not key_path.is_symlink()
     assert stat.S_IMODE(key_path.stat().st_mode) & 0o077 == 0
+
+
+@pytest.mark.parametrize("alias", ["01", " 1", "+1", "1_0"])
+def test_a_roster_cannot_hide_a_second_key_for_an_id_under_an_alias(tmp_path: Path, alias: str) -> None:
+    path = tmp_path / "roster.json"
+    path.write_text(f'{{"1": "{"aa" * 32}", "2": "{"bb" * 32}", "{alias}": "{"cc" * 32}"}}')
+    with pytest.raises(ValueError, match="plain decimal"):
+        load_roster(path)
