@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg.primitives import signatures
 
+from .secret_files import write_secret_file
+
 
 def load_roster(path: str | os.PathLike[str]) -> dict[int, bytes]:
     """Client id -> raw 32-byte Ed25519 public key, from a roster file."""
@@ -62,12 +64,7 @@ def generate_identities(directory: str | os.PathLike[str], num_clients: int) -> 
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        # Replace whatever is there (never write through a symlink) and create the file owner-only,
-        # so the private key is not readable by others even for a moment.
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with open(fd, "wb") as handle:
-            handle.write(pem)
+        write_secret_file(path, pem)
         roster[client_id] = signatures.identity_public_bytes(key)
     roster_path = folder / "roster.json"
     save_roster(roster_path, roster)

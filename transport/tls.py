@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .secret_files import write_secret_file
+
 
 def server_context(
     certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None = None
@@ -71,9 +73,5 @@ def generate_self_signed(
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # Replace whatever is there (never write through a symlink), created owner-only from the start.
-    key_path.unlink(missing_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with open(fd, "wb") as handle:
-        handle.write(pem)
+    write_secret_file(key_path, pem)
     return cert_path, key_path
