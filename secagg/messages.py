@@ -54,6 +54,14 @@ def _frozen_ids(value: object, what: str) -> frozenset[int]:
     return frozenset(ids)
 
 
+def _check_advertised(c_pk: object, s_pk: object, signature: object) -> None:
+    """The fields of advertised keys, as sent in round 0 and as forwarded in the key list."""
+    _check_bytes(c_pk, KEY_SIZE, "c_pk")
+    _check_bytes(s_pk, KEY_SIZE, "s_pk")
+    if signature is not None:
+        _check_bytes(signature, SIGNATURE_SIZE, "signature")
+
+
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
@@ -75,10 +83,7 @@ class AdvertiseKeys:
 
     def __post_init__(self) -> None:
         _check_id(self.sender, "sender")
-        _check_bytes(self.c_pk, KEY_SIZE, "c_pk")
-        _check_bytes(self.s_pk, KEY_SIZE, "s_pk")
-        if self.signature is not None:
-            _check_bytes(self.signature, SIGNATURE_SIZE, "signature")
+        _check_advertised(self.c_pk, self.s_pk, self.signature)
 
 
 @dataclass(frozen=True)
@@ -150,10 +155,7 @@ class PublicKeys:
     signature: bytes | None = None
 
     def __post_init__(self) -> None:
-        _check_bytes(self.c_pk, KEY_SIZE, "c_pk")
-        _check_bytes(self.s_pk, KEY_SIZE, "s_pk")
-        if self.signature is not None:
-            _check_bytes(self.signature, SIGNATURE_SIZE, "signature")
+        _check_advertised(self.c_pk, self.s_pk, self.signature)
 
 
 @dataclass(frozen=True)
