@@ -42,7 +42,7 @@ def setup() -> None:
         return
     pip = (PY, "-m", "pip", "install", "--disable-pip-version-check", "-q")
     run(*pip, TORCH)
-    run(*pip, "-e", ".[torch,examples,test,dev]")
+    run(*pip, "-e", ".[torch,examples,test,dev,flower,ray,dp,docs]")
     stamp.write_text(digest)
 
 
