@@ -213,7 +213,8 @@ class FederationClient:
     async def _serve(self, ws: ClientConnection) -> None:
         async for data in ws:
             try:
-                frame = self._decode(data)
+                # Decoding a key list of n-1 neighbours takes a while at large n: off the loop.
+                frame = await asyncio.to_thread(self._decode, data)
             except DecodeError as exc:
                 log.error("client %d: malformed frame from the server: %s", self.client_id, exc)
                 await ws.close(CloseCode.INVALID_DATA, "malformed frame")
@@ -304,7 +305,10 @@ class FederationClient:
         vector = encode_weighted_update(update.update, update.num_examples, start.quantization, self._rng)
         secagg = SecAggClient(setup, self.client_id, vector, identity_key=self.identity_key)
         self._round = _ActiveRound(frame.round, setup.session_id, secagg)
-        await ws.send(encode(secagg.start(), round=frame.round, session=setup.session_id))
+        data = await asyncio.to_thread(
+            lambda: encode(secagg.start(), round=frame.round, session=setup.session_id)
+        )
+        await ws.send(data)
 
     async def _protocol_message(self, ws: ClientConnection, frame: Frame) -> None:
         active = self._round
@@ -316,15 +320,21 @@ class FederationClient:
         if frame.round != active.number or frame.session != active.session_id:
             await self._abort(ws, active, f"message for round {frame.round} in round {active.number}")
             return
+        # Key agreement, share encryption and masking run in a worker thread, so the event loop
+        # keeps answering pings (and, with many clients in one process, serving the others).
         try:
-            reply = active.secagg.receive(frame.message)  # type: ignore[arg-type]
+            data = await asyncio.to_thread(self._answer, active, frame.message)
         except (AbortedError, LocalProtocolError) as exc:
             await self._abort(ws, active, str(exc))
             return
-        await ws.send(
-            encode(
-                reply, round=active.number, session=active.session_id, modulus=active.secagg.config.modulus
-            )
+        await ws.send(data)
+
+    @staticmethod
+    def _answer(active: _ActiveRound, message: object) -> bytes:
+        """This client's encoded reply to one protocol message (in a worker thread)."""
+        reply = active.secagg.receive(message)  # type: ignore[arg-type]
+        return encode(
+            reply, round=active.number, session=active.session_id, modulus=active.secagg.config.modulus
         )
 
     async def _abort(self, ws: ClientConnection, active: _ActiveRound, reason: str) -> None:

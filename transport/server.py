@@ -38,7 +38,9 @@ import logging
 import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -69,6 +71,7 @@ from .wire import (
 )
 
 log = logging.getLogger("transport.server")
+_T = TypeVar("_T")
 
 MAX_CLOSE_REASON = 120  # a close frame's reason is at most 123 UTF-8 bytes
 REGISTRATION_MAX_FRAME = 1024
@@ -242,6 +245,9 @@ class FederationServer:
         self._server: Server | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._finished = False
+        # All SecAgg work (checking and filing messages, advance(), encoding, decoding the sum)
+        # runs in this one thread, never on the event loop, so pings are answered meanwhile.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="secagg-server")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -319,6 +325,7 @@ class FederationServer:
             await self._server.wait_closed()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -329,7 +336,10 @@ class FederationServer:
         reason, code = "connection closed", None
         try:
             async for data in ws:
-                self._on_frame(connection, data)
+                cut = await self._in_worker(self._on_frame, connection, data)
+                if cut is not None:
+                    self._cut_off(connection, *cut)
+                self._changed.set()
                 if connection.closed:
                     # Returning would let websockets close with 1000; send our code first.
                     if connection.closing is not None:
@@ -403,58 +413,56 @@ class FederationServer:
         log.warning("refused a connection from %s: %s (close code %d)", ws.remote_address, reason, code)
         await ws.close(code, reason[:MAX_CLOSE_REASON])
 
-    def _on_frame(self, connection: _Connection, data: str | bytes) -> None:
-        """Check one frame against the connection's binding and the round, then feed SecAgg."""
+    async def _in_worker(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run ``function(*args)`` in the SecAgg worker thread: one thread, so the round's state
+        is touched by one thread at a time, and the event loop stays free to answer pings."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+
+    def _on_frame(self, connection: _Connection, data: str | bytes) -> tuple[CloseCode, str] | None:
+        """Check one frame against the connection's binding and the round, then feed SecAgg.
+
+        Runs in the worker thread; returns the close code and reason when the sender is cut off.
+        """
         current = self._round
         if current is not None and connection.client_id in current.members:
             current.report.bytes_up += len(data)
         try:
             frame = decode_from_client(data, self.limits)
         except DecodeError as exc:
-            self._cut_off(connection, CloseCode.INVALID_DATA, f"malformed frame: {exc}")
-            return
+            return (CloseCode.INVALID_DATA, f"malformed frame: {exc}")
         message, client_id = frame.message, connection.client_id
         if isinstance(message, Hello):
-            self._cut_off(connection, CloseCode.POLICY_VIOLATION, "hello on a registered connection")
-            return
+            return (CloseCode.POLICY_VIOLATION, "hello on a registered connection")
         sender = getattr(message, "sender", None)
         if sender != client_id:
-            self._cut_off(
-                connection,
+            return (
                 CloseCode.POLICY_VIOLATION,
                 f"impersonation: message claims sender {sender} on the connection of client {client_id}",
             )
-            return
         if current is None or client_id not in current.members:
-            self._cut_off(connection, CloseCode.POLICY_VIOLATION, "protocol message while not in a round")
-            return
+            return (CloseCode.POLICY_VIOLATION, "protocol message while not in a round")
         if frame.round != current.number or frame.session != current.setup.session_id:
-            self._cut_off(
-                connection,
+            return (
                 CloseCode.POLICY_VIOLATION,
                 f"wrong round: message for round {frame.round} (session {frame.session.hex()[:8] or '-'}), "
                 f"current round {current.number} (session {current.setup.session_id.hex()[:8]})",
             )
-            return
         if isinstance(message, ClientAbort):
             log.warning("client %d aborted round %d: %s", client_id, current.number, message.reason)
             current.members.discard(client_id)
             current.report.dropped.append(
                 DropRecord(client_id, current.phase, f"client aborted: {message.reason}", None)
             )
-            self._changed.set()
-            return
+            return None
         secagg = current.secagg
         rejected = len(secagg.rejected)
         secagg.receive(message)
         drop = secagg.dropped.get(client_id)
         if drop is not None:
-            self._cut_off(
-                connection, CloseCode.POLICY_VIOLATION, f"dropped in {drop.round.value}: {drop.reason}"
-            )
-        elif len(secagg.rejected) > rejected:
-            self._cut_off(connection, CloseCode.POLICY_VIOLATION, f"rejected: {secagg.rejected[-1].reason}")
-        self._changed.set()
+            return (CloseCode.POLICY_VIOLATION, f"dropped in {drop.round.value}: {drop.reason}")
+        if len(secagg.rejected) > rejected:
+            return (CloseCode.POLICY_VIOLATION, f"rejected: {secagg.rejected[-1].reason}")
+        return None
 
     def _cut_off(self, connection: _Connection, code: CloseCode, reason: str) -> None:
         """Close a misbehaving or late client's connection and record why."""
@@ -515,10 +523,26 @@ class FederationServer:
         report: RoundReport | None = None,
     ) -> None:
         """Send one message; count its bytes into ``report``; cut off a client that stalls."""
+        if client_id in self._connections:
+            await self._send_frame(client_id, encode(message, round=round_number, session=session), report)
+
+    @staticmethod
+    def _encode_all(outgoing: Mapping[int, object], round_number: int, session: bytes) -> dict[int, bytes]:
+        """Encode a phase's messages (in the worker thread); one message shared by many clients,
+        such as the round start with its model, is encoded once."""
+        encoded: dict[int, bytes] = {}
+        frames: dict[int, bytes] = {}
+        for client_id, message in outgoing.items():
+            key = id(message)
+            if key not in encoded:
+                encoded[key] = encode(message, round=round_number, session=session)
+            frames[client_id] = encoded[key]
+        return frames
+
+    async def _send_frame(self, client_id: int, data: bytes, report: RoundReport | None = None) -> None:
         connection = self._connections.get(client_id)
         if connection is None:
             return
-        data = encode(message, round=round_number, session=session)
         if report is not None:
             report.bytes_down += len(data)
         try:
@@ -613,12 +637,9 @@ class FederationServer:
             current.phase = phase.value
             self._emit("phase", number, phase=phase.value)
             begin = loop.time()
+            frames = await self._in_worker(self._encode_all, outgoing, number, session)
             await asyncio.gather(
-                *(
-                    self._send(i, m, number, session, report)
-                    for i, m in sorted(outgoing.items())
-                    if i in current.members
-                )
+                *(self._send_frame(i, f, report) for i, f in sorted(frames.items()) if i in current.members)
             )
             timeout = self.settings.phase_timeout
             if phase is Round.ADVERTISE_KEYS:
@@ -630,7 +651,7 @@ class FederationServer:
                     reason = f"missed the {phase.value} deadline ({timeout:g}s)"
                     self._cut_off(connection, CloseCode.DEADLINE, reason)
             try:
-                outgoing = secagg.advance()
+                outgoing = await self._in_worker(secagg.advance)
             except AbortedError as exc:
                 report.seconds[phase.value] = round(loop.time() - begin, 4)
                 report.reason = str(exc)
@@ -641,7 +662,9 @@ class FederationServer:
         assert secagg.result is not None
         report.survivors = sorted(secagg.survivors)
         try:
-            decoded = decode_weighted_sum(secagg.result, self.quantization, len(report.survivors))
+            decoded = await self._in_worker(
+                decode_weighted_sum, secagg.result, self.quantization, len(report.survivors)
+            )
         except ValueError as exc:
             report.reason = f"the aggregate is not a sum of valid updates: {exc}"
             log.error("round %d: %s", number, report.reason)
