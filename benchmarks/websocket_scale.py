@@ -1,0 +1,134 @@
+"""A real websocket round at scale on loopback: wall time per phase; prints one JSON object.
+
+    python -m benchmarks.websocket_scale --clients 1000 --length 1000 --graph complete
+    python -m benchmarks.websocket_scale --clients 5000 --length 1000 --graph harary
+
+The server and every client run in this process (clients as asyncio tasks, each with its own
+websocket connection to 127.0.0.1), which is the hardest case for keepalive: every party's SecAgg
+work competes for one interpreter. The run fails (exit 1) when any client is cut off (for
+instance with 1011, keepalive ping timeout) or the secure mean differs from the plaintext mean
+of the survivors by more than the quantization bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from fedavg_core import ClientUpdate, PlaintextAggregator
+from transport.client import FederationClient
+from transport.server import FederationServer, FederationSettings
+from transport.tasks import TrainingSettings
+
+from .common import peak_rss_mib
+
+
+class _Fixed:
+    """A client whose training returns a fixed update (so the expected mean is known)."""
+
+    def __init__(self, update: np.ndarray, examples: int) -> None:
+        self.update, self.examples = update, examples
+
+    @property
+    def dimension(self) -> int:
+        return int(self.update.shape[0])
+
+    def train(self, vector: np.ndarray, settings: TrainingSettings, round_number: int) -> ClientUpdate:
+        return ClientUpdate(self.update.copy(), self.examples)
+
+
+class _Zero:
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+
+    def initial_vector(self) -> np.ndarray:
+        return np.zeros(self.dimension)
+
+    def evaluate(self, vector: np.ndarray) -> float | None:
+        return None
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    n, dimension = args.clients, args.length - 1
+    rng = np.random.default_rng(args.seed)
+    trainers = {i: _Fixed(rng.uniform(-1, 1, dimension), int(rng.integers(20, 201))) for i in range(1, n + 1)}
+    settings = FederationSettings(
+        num_clients=n,
+        rounds=1,
+        graph=args.graph,
+        degree=args.degree,
+        clip=1.0,
+        max_weight=256,
+        phase_timeout=args.timeout,
+        train_timeout=args.timeout,
+        wait_timeout=args.timeout,
+        hello_timeout=args.timeout,
+    )
+    server = FederationServer(_Zero(dimension), settings)  # type: ignore[arg-type]
+    await server.start("127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.port}"
+    clients = [FederationClient(i, t, url, give_up_after=args.timeout) for i, t in trainers.items()]
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(c.run()) for c in clients]
+    try:
+        reports = await server.run()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), args.timeout)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await server.stop()
+    wall = time.perf_counter() - start
+    report = reports[0]
+    ok = report.status == "completed" and not report.dropped
+    max_diff = None
+    if report.status == "completed":
+        updates = [ClientUpdate(trainers[i].update, trainers[i].examples) for i in report.survivors]
+        plain = PlaintextAggregator(settings.clip, settings.max_weight).aggregate(updates, rng).mean_update
+        max_diff = float(np.max(np.abs(server.vector - plain)))
+        ok = ok and report.error_bound is not None and max_diff <= report.error_bound
+    return {
+        "benchmark": "websocket_scale",
+        "clients": n,
+        "vector_length": args.length,
+        "graph": args.graph,
+        "degree": server.config.degree if args.graph == "harary" else n - 1,
+        "threshold": server.config.threshold,
+        "status": report.status,
+        "reason": report.reason,
+        "survivors": len(report.survivors),
+        "dropped": len(report.dropped),
+        "drop_codes": sorted({d.close_code for d in report.dropped if d.close_code is not None}),
+        "seconds_per_phase": report.seconds,
+        "wall_seconds": round(wall, 2),
+        "bytes_up": report.bytes_up,
+        "bytes_down": report.bytes_down,
+        "max_abs_diff": max_diff,
+        "error_bound": report.error_bound,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "ok": ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--length", type=int, default=1000, help="field elements per client (m)")
+    parser.add_argument("--graph", choices=("complete", "harary"), default="complete")
+    parser.add_argument("--degree", type=int, help="harary degree (default: the config's rule)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = asyncio.run(_run(args))
+    json.dump(result, sys.stdout, indent=1)
+    print()
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
