@@ -38,7 +38,11 @@ from .vectorize import (
 )
 from .weighting import WeightedMean, capped_weight, decode_weighted_sum, encode_weighted_update
 
+__version__ = "0.1.0"
+"""The package version (the same for secagg, fedavg_core and transport; see pyproject.toml)."""
+
 __all__ = [
+    "__version__",
     "AggregateResult",
     "Aggregator",
     "ClientUpdate",

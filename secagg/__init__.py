@@ -12,7 +12,11 @@ from .session import RoundSetup
 from .simulate import SimulationResult, simulate
 from .state import Round
 
+__version__ = "0.1.0"
+"""The package version (the same for secagg, fedavg_core and transport; see pyproject.toml)."""
+
 __all__ = [
+    "__version__",
     "AbortedError",
     "ClientMessage",
     "Drop",

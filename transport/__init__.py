@@ -15,7 +15,11 @@ from .server import FederationServer, FederationSettings, RoundOutcome
 from .tasks import DigitsTask, LearnerModel, LearnerTrainer, LocalTrainer, ServerModel, TrainingSettings
 from .tls import client_context, generate_self_signed, server_context
 
+__version__ = "0.1.0"
+"""The package version (the same for secagg, fedavg_core and transport; see pyproject.toml)."""
+
 __all__ = [
+    "__version__",
     "Checkpoint",
     "CheckpointError",
     "ClientSummary",
