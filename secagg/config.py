@@ -2,23 +2,44 @@
 
 A ``SecAggConfig`` is fixed before a round and shared by the server and every client. It is
 frozen and validates itself: a threshold that would let a colluding coalition (a fraction
-``collusion_fraction`` of a neighbourhood, together with the server) unmask a client is refused
-with a message that names the numbers.
+``collusion_fraction`` of all the round's clients, together with the server) unmask a client,
+or SecAgg+ parameters that fail the bounds of ``secagg.parameters``, are refused with a message
+that names the numbers and the computed probabilities.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
+from .parameters import (
+    CORRECTNESS_BITS,
+    SECURITY_BITS,
+    GraphParameters,
+    assess_complete,
+    assess_harary,
+    complete_threshold,
+    find_parameters,
+    harary_threshold,
+)
 from .primitives.field import DEFAULT_MODULUS, check_modulus
 
 GraphKind = Literal["complete", "harary"]
 MAX_CLIENTS = 1 << 20
 MAX_VECTOR_LENGTH = 1 << 30
+DEFAULT_DROPOUT_FRACTION = 0.1
+
+
+def _suggestion(n: int, gamma: float, delta: float, mode: str) -> str:
+    try:
+        found = find_parameters(n, gamma, delta, mode)
+    except ValueError as exc:
+        return f"No parameters fit this threat model: {exc}"
+    where = f"k={found.degree}, t={found.threshold}" if found.graph == "harary" else f"the complete graph, t={found.threshold}"
+    return f"find_parameters({n}, {gamma:.4g}, {delta:.4g}, {mode!r}) gives {where}."
 
 
 class SecurityMode(str, Enum):
@@ -37,21 +58,32 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SecAggConfig:
     """Parameters of one secure-aggregation round.
 
     Attributes:
         num_clients: n, the clients selected for the round, with ids ``1..n``.
-        threshold: t, the number of shares that reconstruct a secret, and the fewest clients the
-            server may ever aggregate over. Over a SecAgg+ graph it is counted within a
-            neighbourhood (the client and its ``degree`` neighbours).
+        threshold: t, the number of shares that reconstruct a secret, and the fewest clients of a
+            neighbourhood (the client itself included) that must remain for it to reveal shares.
+            Omitted: the smallest safe value for the graph and threat model.
         vector_length: m, the number of field elements each client contributes.
         modulus: p, a prime from ``SUPPORTED_PRIMES``.
-        graph: ``"complete"`` (SecAgg) or ``"harary"`` (SecAgg+, needs an even ``degree``).
-        degree: k, the number of neighbours of each client in the Harary graph.
+        graph: ``"complete"`` (SecAgg) or ``"harary"`` (SecAgg+). ``"harary"`` with neither
+            ``degree`` nor ``threshold`` takes both from ``find_parameters`` (and becomes
+            ``"complete"`` when the threat model leaves no sparser choice).
+        degree: k, the number of neighbours of each client in the Harary graph (even).
         mode: ``"semi_honest"`` or ``"active"`` (see ``SecurityMode``).
-        collusion_fraction: gamma, the fraction of a neighbourhood that may collude with the server.
+        collusion_fraction: gamma, the fraction of **all n clients** that may collude with the
+            server (DESIGN.md section 3).
+        dropout_fraction: delta, the fraction of the n clients expected to drop out; sizes the
+            SecAgg+ graph so every client keeps t surviving neighbours (except with 2^-20).
+        assessment: the probabilities behind k and t (``secagg.parameters.GraphParameters``).
+
+    Rules (refused with the numbers in the message): complete graph t >= floor(gamma*n) + 2
+    (two honest inputs in any released sum), active mode also t > (1+gamma)*n/2; Harary graph:
+    the security events of ``secagg.parameters`` at most 2^-41 each and the correctness event at
+    most 2^-20, over the random labelling.
     """
 
     num_clients: int
@@ -62,12 +94,45 @@ class SecAggConfig:
     degree: int | None = None
     mode: SecurityMode | str = SecurityMode.SEMI_HONEST
     collusion_fraction: float = 1 / 3
+    dropout_fraction: float = DEFAULT_DROPOUT_FRACTION
+    assessment: GraphParameters = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        n, t, m = self.num_clients, self.threshold, self.vector_length
-        for name, value in (("num_clients", n), ("threshold", t), ("vector_length", m)):
+    def __init__(
+        self,
+        num_clients: int,
+        threshold: int | None = None,
+        vector_length: int | None = None,
+        modulus: int = DEFAULT_MODULUS,
+        graph: GraphKind = "complete",
+        degree: int | None = None,
+        mode: SecurityMode | str = SecurityMode.SEMI_HONEST,
+        collusion_fraction: float = 1 / 3,
+        dropout_fraction: float = DEFAULT_DROPOUT_FRACTION,
+    ) -> None:
+        values = {
+            "num_clients": num_clients,
+            "threshold": threshold,
+            "vector_length": vector_length,
+            "modulus": modulus,
+            "graph": graph,
+            "degree": degree,
+            "mode": mode,
+            "collusion_fraction": collusion_fraction,
+            "dropout_fraction": dropout_fraction,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        n, m = self.num_clients, self.vector_length
+        if m is None:
+            raise ValueError("vector_length is required")
+        for name, value in (("num_clients", n), ("vector_length", m)):
             if not _is_int(value):
                 raise ValueError(f"{name} must be an int, got {value!r}")
+        if self.threshold is not None and not _is_int(self.threshold):
+            raise ValueError(f"threshold must be an int, got {self.threshold!r}")
         if not 2 <= n <= MAX_CLIENTS:
             raise ValueError(f"num_clients must be in [2, {MAX_CLIENTS}], got {n}")
         if not 1 <= m <= MAX_VECTOR_LENGTH:
@@ -79,19 +144,39 @@ class SecAggConfig:
             object.__setattr__(self, "mode", SecurityMode(self.mode))
         except ValueError:
             raise ValueError(f"mode must be 'semi_honest' or 'active', got {self.mode!r}") from None
-        gamma = self.collusion_fraction
-        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0 <= gamma < 1:
-            raise ValueError(f"collusion_fraction must be in [0, 1), got {gamma!r}")
+        for name in ("collusion_fraction", "dropout_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.graph == "complete":
             if self.degree not in (None, n - 1):
                 raise ValueError(f"the complete graph has degree n-1={n - 1}; got degree={self.degree}")
+            object.__setattr__(self, "degree", None)
         elif self.graph == "harary":
+            if self.degree is None and self.threshold is None:
+                self._use_finder()
+            elif self.degree is None:
+                raise ValueError(
+                    "the harary graph needs its degree with an explicit threshold (or give neither "
+                    "and the parameter finder picks both)"
+                )
+        else:
+            raise ValueError(f"graph must be 'complete' or 'harary', got {self.graph!r}")
+        if self.graph == "harary":
             k = self.degree
             if k is None or not _is_int(k) or k < 2 or k % 2 or k >= n:
                 raise ValueError(f"the harary graph needs an even degree k with 2 <= k < n={n}, got {k!r}")
-        else:
-            raise ValueError(f"graph must be 'complete' or 'harary', got {self.graph!r}")
+        if self.threshold is None:
+            object.__setattr__(self, "threshold", self.minimum_safe_threshold())
         self._check_threshold()
+
+    def _use_finder(self) -> None:
+        found = find_parameters(
+            self.num_clients, self.collusion_fraction, self.dropout_fraction, self.security_mode.value
+        )
+        object.__setattr__(self, "graph", found.graph)
+        object.__setattr__(self, "degree", found.degree if found.graph == "harary" else None)
+        object.__setattr__(self, "threshold", found.threshold)
 
     @property
     def neighbourhood_size(self) -> int:
@@ -112,29 +197,46 @@ class SecAggConfig:
         return self.security_mode is SecurityMode.ACTIVE
 
     def minimum_safe_threshold(self) -> int:
-        """The smallest threshold that the security mode accepts for this neighbourhood size.
+        """The smallest threshold the security rules accept for this graph (correctness aside).
 
-        Semi-honest server: t > gamma * N. Active server: t > (1 + gamma) * N / 2
-        (2N/3 at gamma = 1/3), with N the neighbourhood size.
+        Complete graph: floor(gamma*n) + 2, and in the active mode more than (1+gamma)*n/2.
+        Harary graph: the smallest t whose security events stay within 2^-41 for this degree.
         """
-        size = self.neighbourhood_size
-        gamma = self.collusion_fraction
-        bound = (1 + gamma) * size / 2 if self.is_active else gamma * size
-        return max(1, math.floor(bound + 1e-9) + 1)
+        gamma, active = self.collusion_fraction, self.is_active
+        if self.graph == "complete":
+            return complete_threshold(self.num_clients, gamma, active)
+        assert self.degree is not None
+        return harary_threshold(self.num_clients, self.degree, gamma, active)
 
     def _check_threshold(self) -> None:
-        t, size = self.threshold, self.neighbourhood_size
+        t, n, size = self.threshold, self.num_clients, self.neighbourhood_size
+        gamma, delta, active = self.collusion_fraction, self.dropout_fraction, self.is_active
+        if t < 2:
+            raise ValueError(f"threshold must be at least 2, got t={t}")
         if t > size:
             where = "clients" if self.graph == "complete" else f"neighbourhood (degree {self.degree} + 1)"
             raise ValueError(f"threshold t={t} exceeds the {size} {where} that hold shares")
-        low = self.minimum_safe_threshold()
-        if t < low:
-            gamma = self.collusion_fraction
-            rule = "(1+gamma)*N/2" if self.is_active else "gamma*N"
-            raise ValueError(
-                f"threshold t={t} is unsafe in {self.security_mode.value} mode: it must exceed "
-                f"{rule} with gamma={gamma:.4g} and neighbourhood N={size}, so t >= {low}"
-            )
+        if self.graph == "complete":
+            assessment = assess_complete(n, t, gamma, delta, active)
+            low = self.minimum_safe_threshold()
+            if t < low:
+                rule = "floor(gamma*n)+2 and (1+gamma)*n/2" if active else "floor(gamma*n)+2"
+                raise ValueError(
+                    f"threshold t={t} is unsafe in {self.security_mode.value} mode: with gamma={gamma:.4g} "
+                    f"of n={n} clients colluding it must be at least {rule}, so t >= {low}"
+                )
+        else:
+            assert self.degree is not None
+            assessment = assess_harary(n, self.degree, t, gamma, delta, active)
+            if not (assessment.secure and assessment.correct):
+                what = "unsafe" if not assessment.secure else "too fragile (rounds would fail)"
+                raise ValueError(
+                    f"threshold t={t} with degree k={self.degree} is {what} in "
+                    f"{self.security_mode.value} mode: {assessment.describe()}; the bounds are "
+                    f"2^-{SECURITY_BITS + 1} per security event and 2^-{CORRECTNESS_BITS} for correctness. "
+                    f"{_suggestion(n, gamma, delta, self.security_mode.value)}"
+                )
+        object.__setattr__(self, "assessment", assessment)
 
     def canonical_bytes(self) -> bytes:
         """A stable encoding of every parameter, hashed into the session id."""

@@ -55,9 +55,27 @@ def config(
     degree: int | None = None,
     mode: str = "semi_honest",
     modulus: int = DEFAULT_MODULUS,
+    collusion_fraction: float | None = None,
 ) -> SecAggConfig:
-    """A round config with the tests' small defaults."""
-    return SecAggConfig(n, t, m, modulus=modulus, graph=graph, degree=degree, mode=mode)  # type: ignore[arg-type]
+    """A round config with the tests' small defaults.
+
+    The toy Harary graphs here (n < 20) cannot be secure against a coalition of a third of all
+    clients (``secagg.parameters``), so they assume no colluding client unless told otherwise:
+    these tests exercise the protocol's mechanics, ``tests/primitives/test_parameters.py`` the
+    parameter rules.
+    """
+    if collusion_fraction is None:
+        collusion_fraction = 0.0 if graph == "harary" else 1 / 3
+    return SecAggConfig(
+        n,
+        t,
+        m,
+        modulus=modulus,
+        graph=graph,  # type: ignore[arg-type]
+        degree=degree,
+        mode=mode,
+        collusion_fraction=collusion_fraction,
+    )
 
 
 class Federation:
