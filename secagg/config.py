@@ -9,7 +9,6 @@ that names the numbers and the computed probabilities.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
@@ -38,7 +37,10 @@ def _suggestion(n: int, gamma: float, delta: float, mode: str) -> str:
         found = find_parameters(n, gamma, delta, mode)
     except ValueError as exc:
         return f"No parameters fit this threat model: {exc}"
-    where = f"k={found.degree}, t={found.threshold}" if found.graph == "harary" else f"the complete graph, t={found.threshold}"
+    if found.graph == "harary":
+        where = f"k={found.degree}, t={found.threshold}"
+    else:
+        where = f"the complete graph, t={found.threshold}"
     return f"find_parameters({n}, {gamma:.4g}, {delta:.4g}, {mode!r}) gives {where}."
 
 
