@@ -1,0 +1,78 @@
+"""What the federation coordinator records about each round (JSON-able dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["completed", "aborted"]
+
+
+@dataclass
+class DropRecord:
+    """A client that left a round: when, why, and the websocket close code (None: it aborted
+    the round itself and stayed connected)."""
+
+    client: int
+    phase: str
+    reason: str
+    close_code: int | None
+
+
+@dataclass
+class RoundReport:
+    """One FedAvg round as the server saw it.
+
+    Attributes:
+        round: 1-based FedAvg round number.
+        status: ``completed`` (the global model moved) or ``aborted`` (it did not).
+        reason: why the round aborted ("" when it completed).
+        participants: the cohort: stable client ids sent the round start, in round-local id order
+            (``participants[i]`` was client ``i + 1`` of the SecAgg round).
+        survivors: U3, the clients (stable ids) whose updates are in the aggregate.
+        dropped: clients that left the round, with reasons.
+        accuracy: the global model's test accuracy after the round (None without test data).
+        seconds: wall-clock seconds per phase (training is inside ``advertise_keys``).
+        bytes_up / bytes_down: frame bytes received from / sent to clients during the round.
+        error_bound: per-element quantization bound of the decoded mean update.
+        total_weight: the summed client weight of the survivors.
+        model_sha256: fingerprint of the global model after the round.
+        max_abs_diff: max |secure - plaintext| mean update, when an auditor computed it.
+        target: n, the answers that closed the training phase (over-selection: fewer than
+            ``participants``; None in records written before cohorts existed).
+        stragglers: selected clients dismissed because the cohort filled without them.
+        available: the sorted ids the cohort was drawn from, and ``selection_seed`` the seed:
+            ``fedavg_core.select_cohort`` replays the selection from them.
+        threshold: t of the round's SecAgg config.
+    """
+
+    round: int
+    status: Status
+    reason: str = ""
+    participants: list[int] = field(default_factory=list)
+    survivors: list[int] = field(default_factory=list)
+    dropped: list[DropRecord] = field(default_factory=list)
+    accuracy: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    error_bound: float | None = None
+    total_weight: int | None = None
+    model_sha256: str = ""
+    max_abs_diff: float | None = None
+    target: int | None = None
+    stragglers: list[int] = field(default_factory=list)
+    available: list[int] = field(default_factory=list)
+    selection_seed: int | None = None
+    threshold: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict (for JSON and the checkpoint)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundReport:
+        """Inverse of ``to_json``."""
+        fields = dict(data)
+        fields["dropped"] = [DropRecord(**d) for d in fields.get("dropped", [])]
+        return cls(**fields)
