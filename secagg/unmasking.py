@@ -4,23 +4,28 @@ After reconstruction the server knows b_u for every u in U3 and s_v^SK for every
 U3. The sum of the masked inputs still contains PRG(b_u) for u in U3 and, for each dropped v,
 sign(u, v) * PRG(s_uv) for its neighbours u in U3. ``UnmaskJob`` lists such terms and ``run_job``
 returns the vector that cancels them. Jobs are independent, so ``remove_masks`` can spread them
-over worker processes: the PRG holds the GIL, so threads would not help, processes do.
+over an executor the caller chooses: anything with ``map(fn, jobs)`` (``JobExecutor``: a
+``concurrent.futures.ProcessPoolExecutor``, or a cluster adapter such as
+``fedavg_core.ray_executor.RayExecutor``). By default it starts a local process pool for large
+rounds: the PRG holds the GIL, so threads would not help, processes do.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from .masking import MaskTerm, apply_masks, pairwise_sign
 from .primitives.field import FieldVector
 from .primitives.key_agreement import KeyPurpose, derive_key, generate_private_key
-from .primitives.prg import MaskDomain
+from .primitives.prg import MaskDomain, word_dtype
 
 # Below this many mask elements to regenerate, starting worker processes costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 20_000_000
@@ -72,11 +77,29 @@ def correction_terms(job: UnmaskJob) -> list[MaskTerm]:
     return terms
 
 
-def run_job(job: UnmaskJob) -> FieldVector:
-    """The vector that, added to the sum mod p, removes this job's masks."""
+Correction = npt.NDArray[np.unsignedinteger]
+"""What a job returns: a vector of elements < p, uint32 when p < 2**32, else uint64."""
+
+
+class JobExecutor(Protocol):
+    """Where ``remove_masks`` runs its jobs: ``concurrent.futures.Executor`` has this ``map``."""
+
+    def map(
+        self, fn: Callable[[UnmaskJob], Correction], jobs: Iterable[UnmaskJob], /
+    ) -> Iterator[Correction]:
+        """``fn(job)`` for each job, results in job order."""
+        ...
+
+
+def run_job(job: UnmaskJob) -> Correction:
+    """The vector that, added to the sum mod p, removes this job's masks (elements < p).
+
+    Returned in the narrowest word type that holds p (uint32 below 2**32), which halves what a
+    worker process sends back at the default modulus.
+    """
     acc = np.zeros(job.length, dtype=np.uint64)
     apply_masks(acc, correction_terms(job), job.modulus)
-    return acc
+    return acc.astype(word_dtype(job.modulus), copy=False)
 
 
 def split_jobs(
@@ -119,16 +142,24 @@ def remove_masks(
     self_mask_seeds: Sequence[bytes],
     dropped: Sequence[DroppedClient],
     workers: int | None = None,
+    executor: JobExecutor | None = None,
 ) -> FieldVector:
     """total minus every remaining mask, mod p, computed in place in ``total`` (and returned).
 
-    ``workers``: processes to use (None: automatic)."""
+    ``executor``: where to run the jobs (any ``JobExecutor``; the caller owns it and shuts it
+    down). ``workers``: how many jobs to split the work into; without an executor, also how many
+    local processes to start (None: ``default_workers``; 1: all in this process). With an
+    executor and no ``workers``, one job per local core.
+    """
     length = total.shape[0]
     count = len(self_mask_seeds) + sum(len(d.partners) for d in dropped)
     if workers is None:
-        workers = default_workers(count * length)
+        workers = (os.cpu_count() or 1) if executor is not None else default_workers(count * length)
     jobs = split_jobs(length, modulus, session_id, self_mask_seeds, dropped, workers)
     result = total  # the caller hands over the sum; it is reduced in place
+    if executor is not None:
+        _add_parts(result, executor.map(run_job, jobs), modulus)
+        return result
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             apply_masks(result, correction_terms(job), modulus)
@@ -137,7 +168,14 @@ def remove_masks(
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        for part in pool.map(run_job, jobs):
-            np.add(result, part, out=result)
-            np.subtract(result, np.uint64(modulus), out=result, where=result >= modulus)
+        _add_parts(result, pool.map(run_job, jobs), modulus)
     return result
+
+
+def _add_parts(result: FieldVector, parts: Iterable[Correction], modulus: int) -> None:
+    """result <- result + each part, mod p (all operands < p)."""
+    for part in parts:
+        if part.shape != result.shape:
+            raise ValueError(f"an unmasking job returned shape {part.shape}, expected {result.shape}")
+        np.add(result, part, out=result, casting="unsafe")
+        np.subtract(result, np.uint64(modulus), out=result, where=result >= modulus)

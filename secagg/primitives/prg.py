@@ -10,7 +10,9 @@ Construction (fixed: the known-answer vectors in ``tests/data/prg_kat.json`` pin
 
 For the supported primes (just below a power of two) a rejection happens with probability below
 2**-8 per element at worst, and almost never for the default prime, so the fast path takes the
-whole buffer as it is and only falls back to filtering when a rejected word occurs.
+whole buffer as it is (one max() decides) and only filters when a rejected word occurs.
+``MaskReader`` reads a mask in blocks, continuing the same counter, so the words are those of
+one expansion whatever the block size.
 """
 
 from __future__ import annotations
@@ -47,57 +49,95 @@ def word_dtype(modulus: int) -> type[np.unsignedinteger]:
     return np.uint32 if modulus <= 2**32 else np.uint64
 
 
+class MaskReader:
+    """Reads masks block by block: one AES-CTR encryptor per mask, its counter continuing.
+
+    ``open`` starts a mask's keystream; each ``read(stream, count)`` returns the mask's next
+    ``count`` words (all ``< p``), so a caller can walk a long vector in cache-sized blocks with
+    several masks open at once. Reading a mask in blocks gives exactly the words of one expansion:
+    rejected words are dropped and the block is topped up from the same keystream.
+
+    Not thread-safe; ``read`` returns a view into an internal buffer that the next read overwrites.
+    """
+
+    def __init__(self, block_words: int, modulus: int) -> None:
+        if block_words < 1:
+            raise ValueError(f"block length must be >= 1, got {block_words}")
+        self.block_words = block_words
+        self.modulus = modulus
+        self._dtype = word_dtype(modulus)
+        self._word_bytes = np.dtype(self._dtype).itemsize
+        bits = bit_length(modulus)
+        self._low_mask = self._dtype((1 << bits) - 1) if bits < 8 * self._word_bytes else None
+        self._limit = self._dtype(modulus)
+        self._zeros = bytes(block_words * self._word_bytes)
+        # update_into wants room for one extra AES block; a numpy buffer is 8-byte aligned, so
+        # callers may view pairs of uint32 words as uint64.
+        self._raw = np.empty(block_words * self._word_bytes + _BLOCK - 1, dtype=np.uint8)
+        self._words: npt.NDArray[np.unsignedinteger] = self._raw[: block_words * self._word_bytes].view(
+            self._dtype
+        )
+
+    @staticmethod
+    def open(seed: bytes, domain: MaskDomain) -> object:
+        """A fresh keystream for PRG(seed) in ``domain`` (an AES-256-CTR encryptor)."""
+        if len(seed) != SEED_SIZE:
+            raise ValueError(f"PRG seed must be {SEED_SIZE} bytes, got {len(seed)}")
+        return Cipher(algorithms.AES(seed), modes.CTR(domain.nonce)).encryptor()
+
+    def read(self, stream: object, count: int) -> npt.NDArray[np.unsignedinteger]:
+        """The next ``count`` mask words of ``stream`` (``count <= block_words``), all ``< p``."""
+        if not 0 < count <= self.block_words:
+            raise ValueError(f"can read 1..{self.block_words} words at a time, asked for {count}")
+        nbytes = count * self._word_bytes
+        stream.update_into(memoryview(self._zeros)[:nbytes], self._raw)  # type: ignore[attr-defined]
+        words = self._words[:count]
+        if self._low_mask is not None:
+            np.bitwise_and(words, self._low_mask, out=words)
+        if words.max() < self._limit:  # the rejection check: one reduction, no copy
+            return words
+        return self._top_up(stream, words)
+
+    def _top_up(
+        self, stream: object, words: npt.NDArray[np.unsignedinteger]
+    ) -> npt.NDArray[np.unsignedinteger]:
+        # Slow path (rare): keep the words < p and read exactly as many more as were dropped.
+        count = words.shape[0]
+        kept = words[words < self._limit]
+        have = kept.shape[0]
+        words[:have] = kept
+        while have < count:
+            more = np.frombuffer(stream.update(bytes((count - have) * self._word_bytes)), dtype=self._dtype)  # type: ignore[attr-defined]
+            if self._low_mask is not None:
+                more = more & self._low_mask
+            more = more[more < self._limit]
+            words[have : have + more.shape[0]] = more
+            have += more.shape[0]
+        return words
+
+
 class MaskGenerator:
-    """Expands seeds into masks of one length and modulus, reusing its buffers.
+    """Expands seeds into whole masks of one length and modulus, reusing its buffers.
 
     Not thread-safe: one generator per thread or process. ``expand`` returns a view into an
     internal buffer that the next call overwrites; copy it or consume it before calling again.
+    (The hot path, ``secagg.masking.apply_masks``, reads masks in blocks with ``MaskReader``.)
     """
 
     def __init__(self, length: int, modulus: int) -> None:
         if length < 1:
             raise ValueError(f"mask length must be >= 1, got {length}")
+        word_bytes = np.dtype(word_dtype(modulus)).itemsize
+        if length * word_bytes // _BLOCK >= 2 ** (8 * _COUNTER_BYTES) - 1:
+            raise ValueError(f"mask length {length} exceeds the AES-CTR counter space")
         self.length = length
         self.modulus = modulus
-        self._dtype = word_dtype(modulus)
-        self._word_bytes = np.dtype(self._dtype).itemsize
-        self._bits = bit_length(modulus)
-        self._low_mask = self._dtype((1 << self._bits) - 1)
-        self._needs_mask = self._bits < 8 * self._word_bytes
-        nbytes = length * self._word_bytes
-        if nbytes // _BLOCK >= 2 ** (8 * _COUNTER_BYTES) - 1:
-            raise ValueError(f"mask length {length} exceeds the AES-CTR counter space")
-        self._zeros = bytes(nbytes)
-        # update_into wants room for one extra block; the tail is never read.
-        self._raw = bytearray(nbytes + _BLOCK - 1)
-        self._words: npt.NDArray[np.unsignedinteger] = np.frombuffer(
-            self._raw, dtype=self._dtype, count=length
-        )
-        self._out: FieldVector | None = None  # for expand(); the hot paths use expand_words
-
-    def _fill(self, encryptor: object) -> None:
-        encryptor.update_into(self._zeros, self._raw)  # type: ignore[attr-defined]
-        if self._needs_mask:
-            np.bitwise_and(self._words, self._low_mask, out=self._words)
+        self._reader = MaskReader(length, modulus)
+        self._out: FieldVector | None = None  # for expand()
 
     def expand_words(self, seed: bytes, domain: MaskDomain) -> npt.NDArray[np.unsignedinteger]:
         """The mask as keystream words (uint32 or uint64), all ``< p``; valid until the next call."""
-        if len(seed) != SEED_SIZE:
-            raise ValueError(f"PRG seed must be {SEED_SIZE} bytes, got {len(seed)}")
-        encryptor = Cipher(algorithms.AES(seed), modes.CTR(domain.nonce)).encryptor()
-        self._fill(encryptor)
-        words = self._words
-        if int(words.max()) < self.modulus:
-            return words
-        # Slow path: drop rejected words and continue the same keystream until m are kept.
-        kept = [words[words < self.modulus].copy()]
-        have = kept[0].shape[0]
-        while have < self.length:
-            self._fill(encryptor)
-            more = words[words < self.modulus]
-            kept.append(more[: self.length - have].copy())
-            have += kept[-1].shape[0]
-        return np.concatenate(kept)[: self.length]
+        return self._reader.read(self._reader.open(seed, domain), self.length)
 
     def expand(self, seed: bytes, domain: MaskDomain) -> FieldVector:
         """The mask as a uint64 field vector; a view valid until the next call."""

@@ -192,18 +192,31 @@ def test_self_mask_helper_uses_the_self_domain() -> None:
 
 # -- apply_masks: the batched hot path used by client and server ---------------------------------
 
-# The lane path (two elements per uint64) runs while lane_group_size(p) >= LANE_MIN_GROUP, i.e.
-# p < 2**29 or so; 2**29 - 3 is the boundary (exactly 8 words per 32-bit lane), 2**28 - 57 has
-# 16, and 2**30 - 35 and above take the widening path, batched by overflow headroom
-# (2 terms per batch at 2**62 - 57).
-APPLY_MODULI = [2**16 - 15, 2**20 - 3, 2**28 - 57, 2**29 - 3, 2**30 - 35, 2**32 - 5, 2**61 - 1, LARGE]
+# apply_masks has three kernels: lanes (two elements per uint64) while
+# lane_group_size(p) >= LANE_MIN_GROUP, i.e. p <= 2**31 - 1 (2 words per 32-bit lane; 2**29 - 3
+# has 8, 2**28 - 57 has 16); the split kernel for 2**32 - 5 (no room in a lane); the wide kernel
+# for p > 2**32, batched by overflow headroom (2 terms per batch at 2**62 - 57).
+APPLY_MODULI = [
+    2**16 - 15,
+    2**20 - 3,
+    2**28 - 57,
+    2**29 - 3,
+    2**30 - 35,
+    2**31 - 1,
+    2**32 - 5,
+    2**33 - 9,
+    2**61 - 1,
+    LARGE,
+]
 
 
-def test_apply_masks_moduli_cover_both_paths() -> None:
+def test_apply_masks_moduli_cover_every_kernel() -> None:
     lanes = [p for p in APPLY_MODULI if lane_group_size(p) >= LANE_MIN_GROUP]
-    assert 2**29 - 3 in lanes and 2**28 - 57 in lanes and 2**30 - 35 not in lanes
-    assert lane_group_size(2**29 - 3) == LANE_MIN_GROUP == 8 and lane_group_size(2**28 - 57) == 16
-    assert lane_group_size(2**29 - 3) * (2**29 - 4) < 2**32  # a full lane cannot carry
+    assert lanes == [p for p in APPLY_MODULI if p <= 2**31 - 1]
+    assert LANE_MIN_GROUP == 2 and lane_group_size(2**31 - 1) == 2 and lane_group_size(2**32 - 5) == 1
+    assert lane_group_size(2**29 - 3) == 8 and lane_group_size(2**28 - 57) == 16
+    assert lane_group_size(2**31 - 1) * (2**31 - 2) < 2**32  # a full lane cannot carry
+    assert 2**32 - 5 in APPLY_MODULI and any(p > 2**32 for p in APPLY_MODULI)
 
 
 @functools.lru_cache(maxsize=4096)
