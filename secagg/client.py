@@ -6,10 +6,12 @@ and every rule an honest client enforces, and returns its reply for the round. W
 breaks a rule, the client aborts: it raises ``AbortedError`` naming the round and the reason,
 moves to ``Round.ABORTED`` and reveals nothing more.
 
-Rules enforced here (DESIGN.md section 3): keys only from neighbours, valid and pairwise distinct,
-signed in the active mode; share bundles only from neighbours in U1, authentic; at least t of its
-closed neighbourhood left at every round; in round 4 the server's survivor and dropped sets are
-disjoint, made of its U2 neighbours, and cover them, so it never reveals both shares of a client.
+Rules enforced here (DESIGN.md section 3): keys only from neighbours, valid and pairwise distinct
+(as curve points), signed in the active mode; share bundles only from neighbours in U1; a bundle
+that fails to open is reported (``BundleReport``) and its sender must then be excluded by the
+server, never masked with, never unmasked; at least t of its closed neighbourhood left at every
+round; in round 4 the server's survivor and dropped sets are disjoint, made of its U2 neighbours,
+and cover them, so it never reveals both shares of a client.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from .masking import MaskTerm, apply_masks, pairwise_sign
 from .messages import (
     BUNDLE_PLAINTEXT_SIZE,
     AdvertiseKeys,
+    BundleReport,
     ClientMessage,
     ConsistencyRequest,
     ConsistencySignature,
     KeyList,
     MaskedInput,
+    MaskingRequest,
     PublicKeys,
     ServerMessage,
     ShareBundles,
@@ -38,10 +42,11 @@ from .messages import (
     UnmaskingRequest,
     UnmaskingShares,
 )
-from .primitives import aead, shamir, signatures
+from .primitives import aead, commitment, shamir, signatures
 from .primitives.field import FieldVector, as_field_vector
 from .primitives.key_agreement import (
     KeyPurpose,
+    canonical_public_key,
     derive_key,
     generate_private_key,
     public_bytes,
@@ -97,6 +102,8 @@ class SecAggClient:
         self._s_key: X25519PrivateKey | None = None
         self._self_mask_seed = b""
         self._keys: dict[int, PublicKeys] = {}  # U1 neighbours -> keys
+        self._bundle_senders: frozenset[int] = frozenset()  # neighbours whose bundle arrived
+        self._accused: frozenset[int] = frozenset()  # ... and failed to open
         self._u2_view: frozenset[int] = frozenset()  # U2 neighbours and self
         self._sk_shares: dict[int, bytes] = {}  # v -> my share of s_v^SK (v in U2 view)
         self._b_shares: dict[int, bytes] = {}  # v -> my share of b_v
@@ -108,7 +115,12 @@ class SecAggClient:
 
     def set_input(self, input_vector: object) -> None:
         """Give x_u (m integers in [0, p)); allowed until the masked input is sent."""
-        if self.round not in (Round.ADVERTISE_KEYS, Round.SHARE_KEYS, Round.MASKED_INPUT):
+        if self.round not in (
+            Round.ADVERTISE_KEYS,
+            Round.SHARE_KEYS,
+            Round.REPORT_BUNDLES,
+            Round.MASKED_INPUT,
+        ):
             raise LocalProtocolError(f"the input can no longer change in round {self.round.value}")
         try:
             self._input = as_field_vector(
@@ -131,7 +143,8 @@ class SecAggClient:
             payload = signatures.advertise_payload(self.setup.session_id, self.client_id, c_pk, s_pk)
             signature = signatures.sign(self._identity_key, payload)
         self.round = Round.SHARE_KEYS
-        return AdvertiseKeys(self.client_id, c_pk, s_pk, signature)
+        b_commitment = commitment.commit(self.setup.session_id, self.client_id, self._self_mask_seed)
+        return AdvertiseKeys(self.client_id, c_pk, s_pk, signature, b_commitment)
 
     def receive(self, message: ServerMessage) -> ClientMessage:
         """Handle the server's message for the current round and return this client's reply.
@@ -167,7 +180,7 @@ class SecAggClient:
         assert self._c_key is not None and self._s_key is not None
         own = [public_bytes(self._c_key), public_bytes(self._s_key)]
         every_key = own + [k for pk in keys.values() for k in (pk.c_pk, pk.s_pk)]
-        if len(set(every_key)) != len(every_key):
+        if len({canonical_public_key(k) for k in every_key}) != len(every_key):
             self._abort("key list contains duplicated public keys")
         for v, pk in keys.items():
             if self.config.is_active:
@@ -200,39 +213,69 @@ class SecAggClient:
             )
         return ShareKeys(self.client_id, ciphertexts)
 
-    def _on_share_bundles(self, message: ShareBundles) -> MaskedInput:
-        """Round 2 (MaskedInputCollection): open the bundles, mask x with b and every s_uv."""
+    def _on_share_bundles(self, message: ShareBundles) -> BundleReport:
+        """After round 1: open the bundles; report the senders whose bundle fails to open."""
         senders = set(message.ciphertexts)
         strangers = senders - set(self._keys)
         if strangers:
             self._abort(f"share bundles from clients not in U1 among neighbours: {sorted(strangers)[:5]}")
         self._require_threshold(len(senders) + 1, "neighbours shared keys (U2)")
+        accused = set()
         for v in sorted(senders):
+            shares = self._open_bundle(v, message.ciphertexts[v])
+            if shares is None:
+                accused.add(v)
+                continue
+            self._sk_shares[v], self._b_shares[v] = shares
+        self._bundle_senders = frozenset(senders)
+        self._accused = frozenset(accused)
+        return BundleReport(self.client_id, self._accused)
+
+    def _open_bundle(self, v: int, ciphertext: bytes) -> tuple[bytes, bytes] | None:
+        """(share of s_v^SK, share of b_v) from v's bundle, or None if it is not a valid one."""
+        try:
             plaintext = aead.decrypt(
                 self._channel_keys[v],
-                message.ciphertexts[v],
+                ciphertext,
                 session_id=self.setup.session_id,
                 sender=v,
                 recipient=self.client_id,
                 round_index=Round.SHARE_KEYS.number,
             )
-            if len(plaintext) != BUNDLE_PLAINTEXT_SIZE:
-                raise RemoteProtocolError(f"share bundle from client {v} has the wrong size")
-            if (int.from_bytes(plaintext[:4], "big"), int.from_bytes(plaintext[4:8], "big")) != (
-                v,
-                self.client_id,
-            ):
-                raise RemoteProtocolError(f"share bundle from client {v} names other clients")
-            sk_share, b_share = plaintext[8:40], plaintext[40:72]
-            for share in (sk_share, b_share):
-                try:
-                    shamir.decode_element(share)
-                except ValueError:
-                    raise RemoteProtocolError(f"share from client {v} is out of range") from None
-            self._sk_shares[v] = sk_share
-            self._b_shares[v] = b_share
-        self._u2_view = frozenset(senders | {self.client_id})
-        return MaskedInput(self.client_id, self._masked_input(senders))
+        except RemoteProtocolError:
+            return None
+        if len(plaintext) != BUNDLE_PLAINTEXT_SIZE:
+            return None
+        if (int.from_bytes(plaintext[:4], "big"), int.from_bytes(plaintext[4:8], "big")) != (
+            v,
+            self.client_id,
+        ):
+            return None
+        sk_share, b_share = plaintext[8:40], plaintext[40:72]
+        for share in (sk_share, b_share):
+            try:
+                shamir.decode_element(share)
+            except ValueError:
+                return None
+        return sk_share, b_share
+
+    def _on_masking_request(self, message: MaskingRequest) -> MaskedInput:
+        """Round 2 (MaskedInputCollection): mask x with b and s_uv for every U2 neighbour the
+        server did not exclude; forget the shares of the excluded."""
+        excluded = message.excluded
+        unknown = excluded - self._bundle_senders
+        if unknown:
+            self._abort(f"excluded clients that sent this client no bundle: {sorted(unknown)[:5]}")
+        ignored = self._accused - excluded
+        if ignored:
+            self._abort(f"the server kept clients this client accused: {sorted(ignored)[:5]}")
+        partners = self._bundle_senders - excluded
+        self._require_threshold(len(partners) + 1, "neighbours left in U2 after exclusions")
+        for v in excluded:
+            self._sk_shares.pop(v, None)
+            self._b_shares.pop(v, None)
+        self._u2_view = frozenset(partners | {self.client_id})
+        return MaskedInput(self.client_id, self._masked_input(set(partners)))
 
     def _masked_input(self, neighbours_in_u2: set[int]) -> FieldVector:
         assert self._input is not None
@@ -283,7 +326,8 @@ class SecAggClient:
 
     _HANDLERS: ClassVar[dict[Round, Callable[..., ClientMessage]]] = {
         Round.SHARE_KEYS: _on_key_list,
-        Round.MASKED_INPUT: _on_share_bundles,
+        Round.REPORT_BUNDLES: _on_share_bundles,
+        Round.MASKED_INPUT: _on_masking_request,
         Round.CONSISTENCY_CHECK: _on_consistency_request,
         Round.UNMASKING: _on_unmasking_request,
     }

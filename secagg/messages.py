@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import RemoteProtocolError
 from .primitives.aead import TAG_SIZE
+from .primitives.commitment import COMMITMENT_SIZE
 from .primitives.key_agreement import KEY_SIZE
 from .primitives.shamir import SHARE_SIZE
 from .primitives.signatures import SIGNATURE_SIZE
@@ -74,16 +75,21 @@ class AdvertiseKeys:
     """Round 0: the client's X25519 public keys c_PK (channel) and s_PK (masking).
 
     ``signature`` (active mode only): Ed25519 over session id, sender and both keys.
+    ``b_commitment``: a hash of the self-mask seed b_u bound to the session and the sender
+    (``primitives.commitment``), against which the server checks the b_u it reconstructs
+    (s_PK plays that part for s_SK).
     """
 
     sender: int
     c_pk: bytes
     s_pk: bytes
     signature: bytes | None = None
+    b_commitment: bytes = b""
 
     def __post_init__(self) -> None:
         _check_id(self.sender, "sender")
         _check_advertised(self.c_pk, self.s_pk, self.signature)
+        _check_bytes(self.b_commitment, COMMITMENT_SIZE, "b_commitment")
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,23 @@ class ShareKeys:
     def __post_init__(self) -> None:
         _check_id(self.sender, "sender")
         _set(self, "ciphertexts", _frozen_map(self.ciphertexts, BUNDLE_SIZE, "ciphertexts"))
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    """After round 1: the senders whose share bundle failed to open (usually none).
+
+    The server excludes every accused sender from the round, as if it had dropped in round 1.
+    """
+
+    sender: int
+    accused: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        _check_id(self.sender, "sender")
+        _set(self, "accused", _frozen_ids(self.accused, "accused"))
+        if self.sender in self.accused:
+            raise RemoteProtocolError("a client cannot accuse itself")
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +163,9 @@ class UnmaskingShares:
             raise RemoteProtocolError(f"both shares revealed for clients {sorted(both)[:5]}")
 
 
-ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskingShares
+ClientMessage = (
+    AdvertiseKeys | ShareKeys | BundleReport | MaskedInput | ConsistencySignature | UnmaskingShares
+)
 
 
 # --- server -> client -------------------------------------------------------------------------
@@ -187,6 +212,22 @@ class ShareBundles:
 
 
 @dataclass(frozen=True)
+class MaskingRequest:
+    """Sent after the report round: the recipient's neighbours excluded from the round.
+
+    Excluded clients were accused of a share bundle that failed to open; the recipient masks
+    with its other U2 neighbours only and never reveals a share of an excluded client.
+    """
+
+    recipient: int
+    excluded: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        _check_id(self.recipient, "recipient")
+        _set(self, "excluded", _frozen_ids(self.excluded, "excluded"))
+
+
+@dataclass(frozen=True)
 class ConsistencyRequest:
     """Sent after round 2 in the active mode: the set U3 for the recipient to sign."""
 
@@ -219,4 +260,4 @@ class UnmaskingRequest:
             _set(self, "signatures", _frozen_map(self.signatures, SIGNATURE_SIZE, "signatures"))
 
 
-ServerMessage = KeyList | ShareBundles | ConsistencyRequest | UnmaskingRequest
+ServerMessage = KeyList | ShareBundles | MaskingRequest | ConsistencyRequest | UnmaskingRequest

@@ -22,10 +22,12 @@ from .errors import AbortedError, LocalProtocolError, RemoteProtocolError
 from .masking import FieldAccumulator
 from .messages import (
     AdvertiseKeys,
+    BundleReport,
     ConsistencyRequest,
     ConsistencySignature,
     KeyList,
     MaskedInput,
+    MaskingRequest,
     PublicKeys,
     ServerMessage,
     ShareBundles,
@@ -33,9 +35,15 @@ from .messages import (
     UnmaskingRequest,
     UnmaskingShares,
 )
-from .primitives import shamir, signatures
+from .primitives import commitment, shamir, signatures
 from .primitives.field import FieldVector, is_field_vector
-from .primitives.key_agreement import generate_private_key, is_valid_public_key, public_bytes
+from .primitives.key_agreement import (
+    canonical_public_key,
+    generate_private_key,
+    is_valid_public_key,
+    public_bytes,
+)
+from .reconstruction import reconstruct_checked
 from .session import RoundSetup
 from .state import SERVER_EXPECTS, Round, next_round
 from .unmasking import DroppedClient, remove_masks
@@ -71,6 +79,10 @@ class SecAggServer:
         self.round = Round.ADVERTISE_KEYS
         self.dropped: dict[int, Drop] = {}
         self.rejected: list[Rejection] = []
+        # Accused senders of share bundles that failed to open -> their accusers (report round).
+        self.accusations: dict[int, frozenset[int]] = {}
+        # Holders whose round-4 share the decoder found wrong -> the clients whose secret it was.
+        self.wrong_shares: dict[int, set[int]] = {}
         self.result: FieldVector | None = None
         self.abort_reason: AbortedError | None = None
         self.closed_rounds: dict[Round, frozenset[int]] = {}  # round -> clients accepted in it
@@ -87,7 +99,9 @@ class SecAggServer:
         self._bundles: dict[int, Mapping[int, bytes]] = {}
         self._sum: FieldAccumulator | None = None
         self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
-        # Round 4: owner -> {holder: share}, the first t shares of each b_u and s_v^SK received.
+        self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
+        # Round 4: owner -> {holder: share}, every share of each b_u and s_v^SK received (more
+        # than t let the server decode around wrong ones).
         self._b_shares: dict[int, dict[int, bytes]] = {}
         self._sk_shares: dict[int, dict[int, bytes]] = {}
 
@@ -111,6 +125,22 @@ class SecAggServer:
     def survivors(self) -> frozenset[int]:
         """U3: the clients whose inputs are in the sum."""
         return self.u3
+
+    @property
+    def misbehaving(self) -> dict[int, str]:
+        """Clients caught breaking the protocol this round, with why: dropped for a bad message,
+        excluded on a share-bundle accusation, or holding a share the decoder found wrong.
+
+        A caller may keep repeat offenders out of later rounds. An accusation or a wrong share
+        names a suspect, not proof: a false accuser can get one honest neighbour excluded per
+        accusation, and a wrong share is either the holder's lie or its dealer's (README).
+        """
+        out = {u: drop.reason for u, drop in self.dropped.items()}
+        for holder, owners in self.wrong_shares.items():
+            out.setdefault(
+                holder, f"sent shares inconsistent with the commitments of clients {sorted(owners)[:5]}"
+            )
+        return out
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -150,9 +180,10 @@ class SecAggServer:
         for key in (msg.c_pk, msg.s_pk):
             if not is_valid_public_key(key):
                 raise RemoteProtocolError("invalid or low-order X25519 public key")
-        if msg.c_pk == msg.s_pk:
+        c_key, s_key = canonical_public_key(msg.c_pk), canonical_public_key(msg.s_pk)
+        if c_key == s_key:
             raise RemoteProtocolError("c_PK and s_PK must differ")
-        for key in (msg.c_pk, msg.s_pk):
+        for key in (c_key, s_key):  # as curve points: 32-byte aliases of one key are the same key
             if key in self._key_owner:
                 raise RemoteProtocolError(f"public key already advertised by client {self._key_owner[key]}")
         if self.config.is_active:
@@ -162,8 +193,9 @@ class SecAggServer:
                 raise RemoteProtocolError("invalid signature on advertised keys")
         elif msg.signature is not None:
             raise RemoteProtocolError("signature sent in the semi-honest mode")
-        self._key_owner[msg.c_pk] = msg.sender
-        self._key_owner[msg.s_pk] = msg.sender
+        self._key_owner[c_key] = msg.sender
+        self._key_owner[s_key] = msg.sender
+        self._commitments[msg.sender] = msg.b_commitment
 
     def _check_share_keys(self, msg: ShareKeys) -> None:
         expected = self.graph.neighbours(msg.sender) & self.u1
@@ -172,6 +204,14 @@ class SecAggServer:
             raise RemoteProtocolError(
                 f"share bundles must go to exactly its {len(expected)} neighbours in U1; "
                 f"missing {sorted(expected - got)[:5]}, unexpected {sorted(got - expected)[:5]}"
+            )
+
+    def _check_report(self, msg: BundleReport) -> None:
+        senders = self.graph.neighbours(msg.sender) & self.u2
+        strangers = msg.accused - senders
+        if strangers:
+            raise RemoteProtocolError(
+                f"accused clients that sent it no share bundle: {sorted(strangers)[:5]}"
             )
 
     def _check_masked_input(self, msg: MaskedInput) -> None:
@@ -201,20 +241,17 @@ class SecAggServer:
                 shamir.decode_element(share)
             except ValueError as exc:
                 raise RemoteProtocolError(f"malformed share: {exc}") from None
-        # Keep only the first t shares of each secret (t reconstruct it): O(n t) memory, not O(n k).
-        t = self.config.threshold
         for pending, shares in (
             (self._b_shares, msg.self_mask_shares),
             (self._sk_shares, msg.secret_key_shares),
         ):
             for owner, share in shares.items():
-                held = pending.setdefault(owner, {})
-                if len(held) < t:
-                    held[msg.sender] = share
+                pending.setdefault(owner, {})[msg.sender] = share
 
     _CHECKS: ClassVar[dict[Round, Callable[..., None]]] = {
         Round.ADVERTISE_KEYS: _check_advertise,
         Round.SHARE_KEYS: _check_share_keys,
+        Round.REPORT_BUNDLES: _check_report,
         Round.MASKED_INPUT: _check_masked_input,
         Round.CONSISTENCY_CHECK: _check_consistency,
         Round.UNMASKING: _check_unmasking,
@@ -268,6 +305,27 @@ class SecAggServer:
         self._bundles = {}  # routed; the server keeps no copy
         return out
 
+    def _close_report(self, reported: frozenset[int]) -> dict[int, ServerMessage]:
+        """Exclude every accused sender, as if it had dropped in round 1, before anyone masks."""
+        accusers: dict[int, set[int]] = {}
+        for u, msg in self._responses.items():
+            if isinstance(msg, BundleReport):
+                for v in msg.accused:
+                    accusers.setdefault(v, set()).add(u)
+        excluded = frozenset(accusers)
+        for v in sorted(excluded):
+            self.accusations[v] = frozenset(accusers[v])
+            reason = f"excluded: its share bundle failed to open for clients {sorted(accusers[v])[:5]}"
+            self.dropped.setdefault(v, Drop(Round.REPORT_BUNDLES, reason))
+        self.u2 = self.u2 - excluded
+        live = reported - excluded
+        if len(live) < self.config.threshold:
+            self._abort(
+                f"only {len(live)} clients left after excluding {len(excluded)} accused, "
+                f"threshold is {self.config.threshold}"
+            )
+        return {u: MaskingRequest(u, excluded & self.graph.neighbours(u)) for u in sorted(live)}
+
     def _close_masked_input(self, u3: frozenset[int]) -> dict[int, ServerMessage]:
         # Clients dropped after their input was added stay in U3: their masks must still go.
         self.u3 = frozenset(self._in_sum)
@@ -296,19 +354,30 @@ class SecAggServer:
     def _close_unmasking(self, u5: frozenset[int]) -> dict[int, ServerMessage]:
         self.u5 = u5
         assert self._sum is not None
+        session = self.setup.session_id
         self_mask_seeds = []
         for u in sorted(self.u3):
-            shares = self._b_shares.pop(u, {})
-            self_mask_seeds.append(self._reconstruct(shares, f"self-mask seed b of client {u}"))
+            commitment_u = self._commitments[u]
+            self_mask_seeds.append(
+                self._reconstruct(
+                    u,
+                    self._b_shares.pop(u, {}),
+                    f"self-mask seed b of client {u}",
+                    lambda seed, u=u, c=commitment_u: commitment.opens(c, session, u, seed),  # type: ignore[misc]
+                )
+            )
         dropped = []
         for v in sorted(self.u2 - self.u3):
             partners = sorted(self.graph.neighbours(v) & self.u3)
             if not partners:
                 continue
-            shares = self._sk_shares.pop(v, {})
-            secret = self._reconstruct(shares, f"masking key s_SK of dropped client {v}")
-            if public_bytes(generate_private_key(secret)) != self._keys[v].s_pk:
-                self._abort(f"reconstructed s_SK of client {v} does not match its s_PK (bad shares)")
+            s_pk = canonical_public_key(self._keys[v].s_pk)
+            secret = self._reconstruct(
+                v,
+                self._sk_shares.pop(v, {}),
+                f"masking key s_SK of dropped client {v}",
+                lambda key, s_pk=s_pk: public_bytes(generate_private_key(key)) == s_pk,  # type: ignore[misc]
+            )
             dropped.append(
                 DroppedClient(v, secret, self._keys[v].s_pk, tuple((u, self._keys[u].s_pk) for u in partners))
             )
@@ -322,6 +391,7 @@ class SecAggServer:
     _CLOSERS: ClassVar[dict[Round, Callable[..., dict[int, ServerMessage]]]] = {
         Round.ADVERTISE_KEYS: _close_advertise,
         Round.SHARE_KEYS: _close_share_keys,
+        Round.REPORT_BUNDLES: _close_report,
         Round.MASKED_INPUT: _close_masked_input,
         Round.CONSISTENCY_CHECK: _close_consistency,
         Round.UNMASKING: _close_unmasking,
@@ -335,10 +405,24 @@ class SecAggServer:
         closed = (self.graph.neighbours(u) | {u}) & self.u2
         return set(closed & self.u3), set(closed - self.u3)
 
-    def _reconstruct(self, shares: dict[int, bytes], what: str) -> bytes:
-        if len(shares) < self.config.threshold:
-            self._abort(f"only {len(shares)} shares of the {what}, threshold is {self.config.threshold}")
-        return shamir.reconstruct(shares, self.config.threshold)
+    def _reconstruct(
+        self, owner: int, shares: dict[int, bytes], what: str, is_secret: Callable[[bytes], bool]
+    ) -> bytes:
+        """The secret, decoded around wrong shares; the round aborts, naming the owner, when no
+        decoding passes the check (a wrong sum is never released)."""
+        t = self.config.threshold
+        if len(shares) < t:
+            self._abort(f"only {len(shares)} shares of the {what}, threshold is {t}")
+        found = reconstruct_checked(shares, t, is_secret)
+        if found is None:
+            self._abort(
+                f"the {what} cannot be reconstructed: its {len(shares)} shares do not decode to the "
+                f"value it committed to in round 0 (client {owner} shared inconsistently, or more "
+                f"than {(len(shares) - t) // 2} holders sent wrong shares)"
+            )
+        for holder in found.wrong_holders:
+            self.wrong_shares.setdefault(holder, set()).add(owner)
+        return found.secret
 
     def _drop(self, sender: int, reason: str) -> None:
         self.dropped[sender] = Drop(self.round, reason)

@@ -135,9 +135,9 @@ def simulate(
 
     requests: Mapping[int, object] = {}
     for current in PROTOCOL_ROUNDS:
+        silent |= silent_from.get(current.value, set())  # also a round the mode skips: silent after it
         if current is Round.CONSISTENCY_CHECK and not config.is_active:
             continue
-        silent |= silent_from.get(current.value, set())
         times = client_seconds.setdefault(current.value, {}) if timer is not None else {}
         for i in sorted(ids if current is Round.ADVERTISE_KEYS else requests):
             if i in silent:

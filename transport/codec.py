@@ -33,16 +33,19 @@ from secagg.config import MAX_CLIENTS
 from secagg.messages import (
     BUNDLE_SIZE,
     AdvertiseKeys,
+    BundleReport,
     ConsistencyRequest,
     ConsistencySignature,
     KeyList,
     MaskedInput,
+    MaskingRequest,
     PublicKeys,
     ShareBundles,
     ShareKeys,
     UnmaskingRequest,
     UnmaskingShares,
 )
+from secagg.primitives.commitment import COMMITMENT_SIZE
 from secagg.primitives.field import bit_length
 from secagg.primitives.packing import pack, unpack_bits
 from secagg.primitives.shamir import SHARE_SIZE
@@ -50,7 +53,7 @@ from secagg.primitives.shamir import SHARE_SIZE
 from .errors import DecodeError
 from .wire import CHALLENGE_SIZE, Challenge, ClientAbort, Finished, Hello, RoundEnd, RoundStart, Welcome
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: b commitments, the bundle report round, dropout_fraction in the config
 SESSION_ID_SIZE = 32
 ENVELOPE_OVERHEAD = 4096  # envelope keys, ids, short strings, msgpack headers
 MAX_TEXT = 1024  # longest string field (abort reasons, setting values)
@@ -149,6 +152,7 @@ def _config_body(config: SecAggConfig) -> Body:
         "degree": config.degree,
         "mode": config.security_mode.value,
         "collusion_fraction": float(config.collusion_fraction),
+        "dropout_fraction": float(config.dropout_fraction),
     }
 
 
@@ -167,8 +171,15 @@ _ENCODERS: dict[type, tuple[str, Callable[[Any], Body]]] = {
     Hello: ("hello", lambda m: {"client_id": m.client_id, "signature": m.signature}),
     AdvertiseKeys: (
         "advertise_keys",
-        lambda m: {"sender": m.sender, "c_pk": m.c_pk, "s_pk": m.s_pk, "signature": m.signature},
+        lambda m: {
+            "sender": m.sender,
+            "c_pk": m.c_pk,
+            "s_pk": m.s_pk,
+            "signature": m.signature,
+            "b_commitment": m.b_commitment,
+        },
     ),
+    BundleReport: ("bundle_report", lambda m: {"sender": m.sender, "accused": sorted(m.accused)}),
     ShareKeys: ("share_keys", lambda m: {"sender": m.sender, "ciphertexts": dict(m.ciphertexts)}),
     MaskedInput: ("masked_input", lambda m: {"sender": m.sender, "vector": _vector(m.vector, "<u8")}),
     # (encode() replaces this with the packed form when it is given the round's modulus)
@@ -215,6 +226,10 @@ _ENCODERS: dict[type, tuple[str, Callable[[Any], Body]]] = {
     ShareBundles: (
         "share_bundles",
         lambda m: {"recipient": m.recipient, "ciphertexts": dict(m.ciphertexts)},
+    ),
+    MaskingRequest: (
+        "masking_request",
+        lambda m: {"recipient": m.recipient, "excluded": sorted(m.excluded)},
     ),
     ConsistencyRequest: (
         "consistency_request",
@@ -413,6 +428,7 @@ def _config(r: _Reader) -> SecAggConfig:
             "degree",
             "mode",
             "collusion_fraction",
+            "dropout_fraction",
         },
     )
     degree = None if c.body["degree"] is None else c.integer("degree", 0, _ID_MAX)
@@ -426,6 +442,7 @@ def _config(r: _Reader) -> SecAggConfig:
             degree=degree,
             mode=c.text("mode", ("semi_honest", "active")),
             collusion_fraction=c.number("collusion_fraction"),
+            dropout_fraction=c.number("dropout_fraction"),
         )
     except ValueError as exc:
         raise DecodeError(f"round_start.config: {exc}") from None
@@ -480,7 +497,8 @@ def _key_list(r: _Reader) -> KeyList:
 
 _FIELDS = {
     "hello": {"client_id", "signature"},
-    "advertise_keys": {"sender", "c_pk", "s_pk", "signature"},
+    "advertise_keys": {"sender", "c_pk", "s_pk", "signature", "b_commitment"},
+    "bundle_report": {"sender", "accused"},
     "share_keys": {"sender", "ciphertexts"},
     "masked_input": {"sender", "vector"},
     "consistency_signature": {"sender", "signature"},
@@ -491,6 +509,7 @@ _FIELDS = {
     "round_start": {"config", "nonce", "roster", "quantization", "parameters", "settings"},
     "key_list": {"recipient", "keys"},
     "share_bundles": {"recipient", "ciphertexts"},
+    "masking_request": {"recipient", "excluded"},
     "consistency_request": {"recipient", "survivors"},
     "unmasking_request": {"recipient", "survivors", "dropped", "signatures"},
     "round_end": {"status", "reason", "survivors", "accuracy"},
@@ -504,7 +523,9 @@ _CLIENT_DECODERS: dict[str, Callable[[_Reader], object]] = {
         r.blob("c_pk", 32),
         r.blob("s_pk", 32),
         r.maybe_blob("signature", 64),
+        r.blob("b_commitment", COMMITMENT_SIZE),
     ),
+    "bundle_report": lambda r: BundleReport(r.integer("sender", 1, _ID_MAX), r.ids("accused")),
     "share_keys": lambda r: ShareKeys(
         r.integer("sender", 1, _ID_MAX),
         r.blob_map("ciphertexts", BUNDLE_SIZE),
@@ -544,6 +565,7 @@ _SERVER_DECODERS: dict[str, Callable[[_Reader], object]] = {
         r.integer("recipient", 1, _ID_MAX),
         r.blob_map("ciphertexts", BUNDLE_SIZE),
     ),
+    "masking_request": lambda r: MaskingRequest(r.integer("recipient", 1, _ID_MAX), r.ids("excluded")),
     "consistency_request": lambda r: ConsistencyRequest(
         r.integer("recipient", 1, _ID_MAX), r.ids("survivors")
     ),

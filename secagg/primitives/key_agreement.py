@@ -50,6 +50,19 @@ def private_bytes(key: X25519PrivateKey) -> bytes:
     return key.private_bytes_raw()
 
 
+_FIELD = 2**255 - 19
+
+
+def canonical_public_key(data: bytes) -> bytes:
+    """The canonical encoding of the curve point ``data`` names (RFC 7748, section 5).
+
+    X25519 ignores bit 255 and reads u-coordinates modulo 2^255 - 19, so up to four 32-byte
+    strings name the same public key: compare keys by this, never by their raw bytes.
+    """
+    u = int.from_bytes(data, "little") & ((1 << 255) - 1)
+    return (u % _FIELD).to_bytes(KEY_SIZE, "little")
+
+
 def load_public_key(data: object) -> X25519PublicKey:
     """Parse an untrusted public key, raising ``RemoteProtocolError`` if it is unusable."""
     if not isinstance(data, bytes) or len(data) != KEY_SIZE:

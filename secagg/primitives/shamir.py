@@ -111,3 +111,86 @@ def reconstruct(shares: Mapping[int, bytes], threshold: int) -> bytes:
     for x, coefficient in zip(xs, coefficients, strict=True):
         total += coefficient * decode_element(shares[x])
     return encode_element(total % PRIME)
+
+
+# -- decoding around wrong shares (Berlekamp-Welch) ---------------------------------------------
+
+
+def _solve(rows: list[list[int]], unknowns: int) -> list[int] | None:
+    """One solution of the linear system mod P (free variables 0); None if inconsistent.
+
+    Each row holds ``unknowns`` coefficients and then the right-hand side."""
+    pivots: list[int] = []
+    r = 0
+    for col in range(unknowns):
+        pivot = next((i for i in range(r, len(rows)) if rows[i][col]), None)
+        if pivot is None:
+            continue
+        rows[r], rows[pivot] = rows[pivot], rows[r]
+        inverse = pow(rows[r][col], -1, PRIME)
+        rows[r] = [v * inverse % PRIME for v in rows[r]]
+        for i in range(len(rows)):
+            if i != r and rows[i][col]:
+                factor = rows[i][col]
+                rows[i] = [(a - factor * b) % PRIME for a, b in zip(rows[i], rows[r], strict=True)]
+        pivots.append(col)
+        r += 1
+    if any(row[unknowns] for row in rows[r:]):
+        return None
+    solution = [0] * unknowns
+    for i, col in enumerate(pivots):
+        solution[col] = rows[i][unknowns]
+    return solution
+
+
+def _divide(numerator: list[int], monic: list[int]) -> tuple[list[int], bool]:
+    """numerator / monic (coefficients lowest first); the quotient and whether it divides exactly."""
+    remainder = numerator[:]
+    degree = len(monic) - 1
+    quotient = [0] * max(1, len(numerator) - degree)
+    for i in range(len(numerator) - 1, degree - 1, -1):
+        coefficient = remainder[i]
+        if coefficient:
+            quotient[i - degree] = coefficient
+            for j in range(degree + 1):
+                remainder[i - degree + j] = (remainder[i - degree + j] - coefficient * monic[j]) % PRIME
+    return quotient, not any(remainder[:degree])
+
+
+def _evaluate(coefficients: list[int], x: int) -> int:
+    y = 0
+    for c in reversed(coefficients):
+        y = (y * x + c) % PRIME
+    return y
+
+
+def decode_with_errors(
+    shares: Mapping[int, bytes], threshold: int, max_errors: int
+) -> tuple[bytes, frozenset[int]] | None:
+    """The secret of a degree < t polynomial from shares of which at most ``max_errors`` are wrong.
+
+    Berlekamp-Welch: find Q of degree < t + e and a monic E of degree e with Q(x) = y E(x) at
+    every share; then f = Q / E. Needs ``len(shares) >= threshold + 2 * max_errors``. Returns the
+    secret and the holders whose share disagrees with f, or None when no such f exists.
+    """
+    e = max_errors
+    if e < 0 or len(shares) < threshold + 2 * e:
+        raise ValueError(f"{len(shares)} shares cannot correct {e} errors at threshold {threshold}")
+    points = [(x, decode_element(shares[x])) for x in sorted(shares)]
+    unknowns = threshold + 2 * e
+    rows = []
+    for x, y in points:
+        powers = [pow(x, j, PRIME) for j in range(threshold + e + 1)]
+        row = powers[: threshold + e] + [(-y * powers[j]) % PRIME for j in range(e)]
+        rows.append([*row, y * powers[e] % PRIME])
+    solution = _solve(rows, unknowns)
+    if solution is None:
+        return None
+    q, locator = solution[: threshold + e], [*solution[threshold + e :], 1]
+    f, exact = _divide(q, locator)
+    if not exact or (len(f) > threshold and any(f[threshold:])):
+        return None
+    wrong = frozenset(x for x, y in points if _evaluate(f, x) != y)
+    if len(wrong) > e:
+        return None
+    return encode_element(f[0] % PRIME), wrong

@@ -161,7 +161,7 @@ def round_start(nonce: bytes, **changes: object) -> tuple[Frame, RoundStart]:
         ({"config": SecAggConfig(5, 3, 3)}, "vector length 3"),
         ({"parameters": np.full(4, np.nan)}, "NaN"),
         ({"quantization": "small"}, "headroom for 2 clients"),
-        ({"config": SecAggConfig(2, 1, 5)}, "this client is 3"),
+        ({"config": SecAggConfig(2, 2, 5, collusion_fraction=0.0)}, "this client is 3"),
         ({"settings": {"epochs": 1}}, "training settings"),
     ],
 )

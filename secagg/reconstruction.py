@@ -1,0 +1,54 @@
+"""Reconstructing a client's secret from its holders' shares, robust to wrong shares.
+
+The server knows what each secret must be: b_u opens the commitment sent in round 0, and s_SK's
+public key is s_PK. ``reconstruct_checked`` first interpolates the lowest t shares; if the result
+fails that check, some share is wrong (a malicious holder in round 4, or a dealer that shared
+inconsistently in round 1), and it decodes around wrong shares (Berlekamp-Welch on t + 2e shares,
+doubling the error budget e up to what the shares allow). A secret is returned only when it
+passes the check, so a wrong share can make a round abort but never corrupt its sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .primitives import shamir
+
+
+@dataclass(frozen=True)
+class Reconstructed:
+    """A secret that passed its check, and the holders whose share the decoder found wrong.
+
+    Shares are examined only as far as needed: when the lowest t are right, none is named.
+    """
+
+    secret: bytes
+    wrong_holders: frozenset[int]
+
+
+def reconstruct_checked(
+    shares: Mapping[int, bytes], threshold: int, is_secret: Callable[[bytes], bool]
+) -> Reconstructed | None:
+    """The secret the shares encode, checked by ``is_secret``; None when no decoding passes.
+
+    Needs at least ``threshold`` shares; corrects up to ``(len(shares) - threshold) // 2`` wrong
+    ones (and finds them), which is the most any decoder can.
+    """
+    if len(shares) < threshold:
+        raise ValueError(f"need {threshold} shares, got {len(shares)}")
+    secret = shamir.reconstruct(shares, threshold)
+    if is_secret(secret):
+        return Reconstructed(secret, frozenset())  # the other shares were not needed, nor read
+    holders = sorted(shares)
+    most = (len(holders) - threshold) // 2
+    errors = 1
+    while errors <= most:
+        subset = {x: shares[x] for x in holders[: threshold + 2 * errors]}
+        decoded = shamir.decode_with_errors(subset, threshold, errors)
+        if decoded is not None and is_secret(decoded[0]):
+            return Reconstructed(decoded[0], decoded[1])
+        if errors == most:
+            break
+        errors = min(2 * errors, most)
+    return None
