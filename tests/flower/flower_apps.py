@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType
 from flwr.client import ClientApp, NumPyClient
@@ -20,7 +21,6 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
-import flwr.compat.common.recorddict_compat as compat
 from secagg import Round
 from secagg.messages import UnmaskingRequest
 from transport.codec import FrameLimits, decode_from_server, encode
