@@ -7,6 +7,7 @@ from .client import SecAggClient
 from .config import SecAggConfig, SecurityMode
 from .errors import AbortedError, LocalProtocolError, RemoteProtocolError, SecAggError
 from .messages import ClientMessage, ServerMessage
+from .parameters import GraphParameters, find_parameters
 from .server import Drop, Rejection, SecAggServer
 from .session import RoundSetup
 from .simulate import SimulationResult, simulate
@@ -19,6 +20,7 @@ __all__ = [
     "__version__",
     "AbortedError",
     "ClientMessage",
+    "GraphParameters",
     "Drop",
     "LocalProtocolError",
     "Rejection",
@@ -32,5 +34,6 @@ __all__ = [
     "SecurityMode",
     "ServerMessage",
     "SimulationResult",
+    "find_parameters",
     "simulate",
 ]
