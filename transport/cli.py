@@ -1,11 +1,21 @@
 """Console scripts: ``secagg-server`` and ``secagg-client`` (``secagg-demo`` is in ``demo``).
 
-Both run the built-in digits task (``--task digits-mlp`` or ``digits-logreg``). Every process
-derives the same non-IID split from ``--clients``, ``--alpha`` and ``--seed``; client i trains on
-part i only. Also runnable as ``python -m transport.cli server|client ...``.
+Both run an app (``transport.apps``): your own with ``--app module:object``, or a built-in one
+with ``--task digits-mlp`` (the default) or ``--task digits-logreg``. The server and every
+client pass the same app, ``--clients``, ``--seed`` and ``--app-option`` values; client i trains
+on its own data only. The server writes the final global model with ``--export PATH`` (a torch
+``state_dict`` ``.pt`` for torch apps, ``.npz`` otherwise). Also runnable as
+``python -m transport.cli server|client ...``.
 
-Exit codes: 0 finished (or the server was stopped by SIGINT/SIGTERM after closing every
-connection), 1 error, 2 bad arguments, 3 a client gave up reaching the server.
+Exit statuses:
+
+- 0: finished (or the server was stopped by SIGINT/SIGTERM after closing every connection);
+- 1: an error while rounds were running;
+- 2: a bad argument or input (a value, a file, an ``--app``, a missing optional dependency, a
+  port that cannot be listened on, a checkpoint that is already finished), reported in one line
+  before any round runs; also a client that cannot join this federation (security mode, TLS);
+- 3: a client gave up reaching the server;
+- 4: a client completed no round: it refused, or saw aborted, every round it was offered.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -24,87 +35,61 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import audit
+from .apps import App, export_model, export_suffix
+from .arguments import (
+    EXIT_ERROR,
+    EXIT_NO_ROUND,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ArgumentParser,
+    UsageError,
+    add_federation_arguments,
+    add_task_arguments,
+    add_version,
+    app_from_args,
+    checked,
+    fail,
+    federation_settings,
+    load_file,
+    log_level,
+    port_number,
+    positive_float,
+    readable_file,
+    writable_target,
+)
 from .checkpoint import CheckpointError
-from .client import FatalClientError, FederationClient
+from .client import ClientSummary, FatalClientError, FederationClient
 from .identity import generate_identities, load_identity_key, load_roster
 from .records import ServerEvent
-from .server import FederationServer, FederationSettings
-from .tasks import TASKS, DigitsTask, LearnerTrainer, TrainingSettings
+from .server import FederationServer
+from .tasks import LearnerTrainer
 from .tls import client_context, server_context
+
+__all__ = [
+    "EventLog",
+    "add_federation_arguments",
+    "add_task_arguments",
+    "client_main",
+    "client_parser",
+    "federation_settings",
+    "main",
+    "make_client",
+    "server_main",
+    "server_parser",
+]
 
 log = logging.getLogger("transport.cli")
 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # a client forked by the demo inherits the demo's handlers
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
-
-
-def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    """--task, --clients, --alpha, --seed: what every process of a federation must agree on."""
-    group = parser.add_argument_group("task (identical on the server and every client)")
-    group.add_argument("--task", choices=TASKS, default="digits-mlp", help="model (default: %(default)s)")
-    group.add_argument("--clients", type=int, default=8, help="number of clients N (default: %(default)s)")
-    group.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew (default: %(default)s)")
-    group.add_argument(
-        "--seed", type=int, default=0, help="data split and initial model (default: %(default)s)"
-    )
-
-
-def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
-    """The server's protocol, quantization, training and deadline options."""
-    group = parser.add_argument_group("secure aggregation")
-    group.add_argument("--threshold", type=int, help="t (default: a majority, raised to what the mode needs)")
-    group.add_argument("--graph", choices=("complete", "harary"), default="complete")
-    group.add_argument("--degree", type=int, help="even degree k of the harary graph")
-    group.add_argument("--mode", choices=("semi_honest", "active"), default="semi_honest")
-    group.add_argument("--clip", type=float, default=2.0, help="clip update elements (default: %(default)s)")
-    group.add_argument("--max-weight", type=int, default=1024, help="cap on a client's weight (its examples)")
-    group = parser.add_argument_group("training")
-    group.add_argument("--rounds", type=int, default=5, help="FedAvg rounds (default: %(default)s)")
-    group.add_argument("--epochs", type=int, default=2, help="local epochs E (default: %(default)s)")
-    group.add_argument(
-        "--batch-size", type=int, default=8, help="local batch size B, 0 = all (default: %(default)s)"
-    )
-    group.add_argument("--lr", type=float, default=0.1, help="local learning rate (default: %(default)s)")
-    group.add_argument(
-        "--server-lr", type=float, default=1.0, help="server learning rate (default: %(default)s)"
-    )
-    group = parser.add_argument_group("deadlines (seconds)")
-    group.add_argument(
-        "--phase-timeout", type=float, default=30.0, help="per SecAgg phase (default: %(default)s)"
-    )
-    group.add_argument("--train-timeout", type=float, default=120.0, help="extra for local training")
-    group.add_argument(
-        "--wait-timeout", type=float, default=30.0, help="wait this long for all clients per round"
-    )
-    group.add_argument(
-        "--min-clients", type=int, help="start a round once this many are connected (default: all)"
-    )
-
-
-def federation_settings(args: argparse.Namespace) -> FederationSettings:
-    """``FederationSettings`` from parsed arguments."""
-    return FederationSettings(
-        num_clients=args.clients,
-        rounds=args.rounds,
-        threshold=args.threshold,
-        graph=args.graph,
-        degree=args.degree,
-        mode=args.mode,
-        clip=args.clip,
-        max_weight=args.max_weight,
-        training=TrainingSettings(args.epochs, args.batch_size or None, args.lr),
-        server_learning_rate=args.server_lr,
-        phase_timeout=args.phase_timeout,
-        train_timeout=args.train_timeout,
-        wait_timeout=args.wait_timeout,
-        min_clients=args.min_clients,
-    )
 
 
 class EventLog:
@@ -124,12 +109,13 @@ class EventLog:
 
 
 def server_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="secagg-server", description="Run a FedAvg federation with secure aggregation over websockets."
     )
+    add_version(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8765, help="port, 0 = any free one (default: %(default)s)"
+        "--port", type=port_number, default=8765, help="port, 0 = any free one (default: %(default)s)"
     )
     parser.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss://")
     parser.add_argument("--keyfile", help="TLS private key (PEM), if not in --certfile")
@@ -137,35 +123,80 @@ def server_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", help="checkpoint file: written after each round, resumed from at start"
     )
+    parser.add_argument(
+        "--export", metavar="PATH", help="write the final global model here (.pt for torch apps, else .npz)"
+    )
     parser.add_argument("--json", help="write the round reports to this JSON file at the end")
     parser.add_argument("--events", help="append progress events as JSON lines to this file")
     parser.add_argument(
         "--generate-identities", metavar="DIR", help="write N identity keys and a roster; exit"
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", type=log_level, default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     add_task_arguments(parser)
     add_federation_arguments(parser)
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    task = DigitsTask(args.task, args.clients, args.alpha, args.seed)
-    roster = load_roster(args.roster) if args.roster else None
-    events = EventLog(args.events) if args.events else None
-    server = FederationServer(
-        task.server_model(),
-        federation_settings(args),
-        roster=roster,
-        checkpoint_path=args.checkpoint,
-        on_event=events,
-    )
-    ssl_context = server_context(args.certfile, args.keyfile) if args.certfile else None
+def _check_server_files(args: argparse.Namespace, app: App) -> None:
+    """Every file option, before the app trains anything; ``UsageError`` naming the file."""
+    if args.mode == "active" and not args.roster:
+        raise UsageError("the active mode needs --roster (see --generate-identities)")
+    if args.keyfile and not args.certfile:
+        raise UsageError("--keyfile needs --certfile")
+    if args.keyfile:
+        readable_file("--keyfile", args.keyfile)
+    for option in ("--checkpoint", "--json", "--events", "--export"):
+        value = getattr(args, option[2:])
+        if value:
+            writable_target(option, value)
+    if args.export:
+        suffix = export_suffix(app)
+        if suffix is None:
+            raise UsageError(f"--export {args.export}: this app has no export method")
+        if Path(args.export).suffix != suffix:
+            raise UsageError(f"--export {args.export}: this app exports a {suffix} file; name it *{suffix}")
+
+
+def _build_server(
+    args: argparse.Namespace, app: App, events: EventLog | None
+) -> tuple[FederationServer, ssl.SSLContext | None]:
+    """The server, checked against everything that can be checked before listening."""
+    settings = federation_settings(args)
+    ssl_context: ssl.SSLContext | None = None
+    if args.certfile:
+        label = "--certfile" + (f" (with --keyfile {args.keyfile})" if args.keyfile else "")
+        ssl_context = load_file(
+            label, args.certfile, lambda path: server_context(path, args.keyfile), "a PEM certificate and key"
+        )
+    roster = load_file("--roster", args.roster, load_roster, "a JSON roster") if args.roster else None
+    model = checked(app.server_model)
+    try:
+        server = FederationServer(
+            model,
+            settings,
+            roster=roster,
+            checkpoint_path=args.checkpoint,
+            on_event=events,
+        )
+    except CheckpointError as exc:
+        raise UsageError(f"--checkpoint {exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return server, ssl_context
+
+
+async def _serve(
+    args: argparse.Namespace, server: FederationServer, ssl_context: ssl.SSLContext | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await server.start(args.host, args.port, ssl_context)
+        try:
+            await server.start(args.host, args.port, ssl_context)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
         runner = loop.create_task(server.run())
         stopper = loop.create_task(stop.wait())
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -179,54 +210,96 @@ async def _serve(args: argparse.Namespace) -> int:
             reports = runner.result()
     finally:
         await server.stop()
-        if events is not None:
-            events.close()
     if args.json:
         Path(args.json).write_text(json.dumps([r.to_json() for r in reports], indent=1) + "\n")
-    return 0
+    return EXIT_OK
 
 
 def server_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg-server``."""
     args = server_parser().parse_args(argv)
     _setup_logging(args.log_level)
+    prog = "secagg-server"
     if args.generate_identities:
         roster = generate_identities(args.generate_identities, args.clients)
         print(f"wrote {args.clients} identity keys and {roster}")
-        return 0
-    if args.mode == "active" and not args.roster:
-        print("secagg-server: the active mode needs --roster (see --generate-identities)", file=sys.stderr)
-        return 2
+        return EXIT_OK
+    events: EventLog | None = None
     try:
-        return asyncio.run(_serve(args))
+        app = app_from_args(args)
+        _check_server_files(args, app)
+        events = EventLog(args.events) if args.events else None
+        server, ssl_context = _build_server(args, app, events)
+        if server.next_round > args.rounds:
+            done = server.next_round - 1
+            if not args.export:
+                raise UsageError(
+                    f"--checkpoint {args.checkpoint} already holds {done} rounds (--rounds {args.rounds}): "
+                    "nothing to run; raise --rounds to train further, or --export PATH to write the model"
+                )
+            export_model(app, server.vector, args.export)
+            print(f"{prog}: the checkpoint holds {done} finished rounds; wrote the model to {args.export}")
+            return EXIT_OK
+        status = asyncio.run(_serve(args, server, ssl_context))
+    except UsageError as exc:
+        return fail(prog, str(exc))
     except (ValueError, OSError, CheckpointError) as exc:
-        log.error("%s", exc)
-        return 1
+        return fail(prog, str(exc), EXIT_ERROR)
+    finally:
+        if events is not None:
+            events.close()
+    if args.export:
+        export_model(app, server.vector, args.export)
+        log.info("wrote the final global model to %s", args.export)
+    return status
 
 
 # --- secagg-client -----------------------------------------------------------------------------
 
 
 def client_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="secagg-client", description="Join a secure FedAvg federation as one client."
     )
+    add_version(parser)
     parser.add_argument("--url", default="ws://127.0.0.1:8765", help="server URL, ws:// or wss://")
     parser.add_argument("--id", type=int, required=True, help="this client's id, 1..N")
     parser.add_argument("--cafile", help="trust only this CA / self-signed certificate for wss://")
     parser.add_argument("--identity-key", help="active mode: this client's Ed25519 key (PEM)")
     parser.add_argument("--roster", help="active mode: the roster this client trusts (JSON)")
-    parser.add_argument("--give-up-after", type=float, default=60.0, help="seconds without a server")
-    parser.add_argument("--backoff-max", type=float, default=5.0, help="longest reconnection delay")
+    parser.add_argument("--give-up-after", type=positive_float, default=60.0, help="seconds without a server")
+    parser.add_argument("--backoff-max", type=positive_float, default=5.0, help="longest reconnection delay")
     parser.add_argument("--audit-dir", help="DEMO ONLY: also write plaintext updates here (defeats privacy)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", type=log_level, default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     add_task_arguments(parser)
     return parser
 
 
-def make_client(args: argparse.Namespace, task: DigitsTask | None = None) -> FederationClient:
-    """A ``FederationClient`` from parsed ``secagg-client`` arguments."""
-    task = task or DigitsTask(args.task, args.clients, args.alpha, args.seed)
+def make_client(args: argparse.Namespace, app: App | None = None) -> FederationClient:
+    """A ``FederationClient`` from parsed ``secagg-client`` arguments; ``UsageError`` (one line
+    naming the value or file) for anything that cannot work."""
+    if not args.url.startswith(("ws://", "wss://")):
+        raise UsageError(f"--url {args.url}: the server URL must start with ws:// or wss://")
+    if not 1 <= args.id <= args.clients:
+        raise UsageError(f"--id {args.id}: client ids are 1..{args.clients} (--clients)")
+    use_tls = args.url.startswith("wss://")
+    if args.cafile and not use_tls:
+        raise UsageError(f"--cafile {args.cafile}: only used with a wss:// --url, got {args.url}")
+    if bool(args.identity_key) != bool(args.roster):
+        raise UsageError("the active mode needs both --identity-key and --roster")
+    ssl_context = None
+    if use_tls:
+        ssl_context = (
+            load_file("--cafile", args.cafile, client_context, "a PEM certificate")
+            if args.cafile
+            else client_context(None)
+        )
+    identity = None
+    if args.identity_key:
+        identity = load_file("--identity-key", args.identity_key, load_identity_key, "an Ed25519 key (PEM)")
+    roster = load_file("--roster", args.roster, load_roster, "a JSON roster") if args.roster else None
+    app = app or app_from_args(args)
+    trainer = checked(lambda: app.client_trainer(args.id))
     on_update = None
     if args.audit_dir:
         directory = args.audit_dir
@@ -234,56 +307,68 @@ def make_client(args: argparse.Namespace, task: DigitsTask | None = None) -> Fed
         def on_update(round_number: int, update: Any) -> None:
             audit.write_update(directory, round_number, args.id, update)
 
-    use_tls = args.url.startswith("wss://")
-    return FederationClient(
-        args.id,
-        task.trainer(args.id),
-        args.url,
-        ssl_context=client_context(args.cafile) if use_tls else None,
-        identity_key=load_identity_key(args.identity_key) if args.identity_key else None,
-        roster=load_roster(args.roster) if args.roster else None,
-        give_up_after=args.give_up_after,
-        backoff_max=args.backoff_max,
-        on_update=on_update,
+    try:
+        return FederationClient(
+            args.id,
+            trainer,
+            args.url,
+            ssl_context=ssl_context,
+            identity_key=identity,
+            roster=roster,
+            give_up_after=args.give_up_after,
+            backoff_max=args.backoff_max,
+            on_update=on_update,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _outcome(summary: ClientSummary) -> int:
+    """Exit status 4 when the client was offered rounds but completed none."""
+    offered = sorted({*summary.aborted, *summary.refused})
+    if summary.completed or not offered:
+        log.info("done: completed rounds %s, aborted %s", summary.completed, summary.aborted)
+        return EXIT_OK
+    refused = "; ".join(f"round {r}: {reason}" for r, reason in sorted(summary.refused.items()))
+    aborted = ", ".join(map(str, summary.aborted))
+    what = (f"refused {refused}" if refused else "") + (
+        f"{'; ' if refused else ''}aborted rounds {aborted}" if aborted else ""
     )
+    return fail(f"secagg-client {summary.client_id}", f"completed no round ({what})", EXIT_NO_ROUND)
 
 
 def client_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secagg-client``."""
     args = client_parser().parse_args(argv)
     _setup_logging(args.log_level)
+    prog = "secagg-client"
     try:
         client = make_client(args)
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 2
+    except UsageError as exc:
+        return fail(prog, str(exc))
     if isinstance(client.trainer, LearnerTrainer):
         client.trainer.warm_up()
     try:
         summary = asyncio.run(client.run())
     except KeyboardInterrupt:
-        return 1
+        return EXIT_ERROR
     except FatalClientError as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(prog, str(exc), EXIT_USAGE)
     except ConnectionError as exc:
-        log.error("%s", exc)
-        return 3
-    log.info("done: completed rounds %s, aborted %s", summary.completed, summary.aborted)
-    return 0
+        hint = ""
+        if args.url.startswith("wss://"):
+            # A ws:// server resets a TLS handshake without a reason; say what that usually means.
+            hint = " (if the server runs without --certfile, it serves ws://, not wss://)"
+        return fail(prog, f"{exc}{hint}", EXIT_UNREACHABLE)
+    return _outcome(summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m transport.cli server|client|demo ...``."""
+    """``python -m transport.cli server|client ...`` (the demo: ``python -m transport.demo``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"server": server_main, "client": client_main}
-    if not argv or argv[0] not in (*commands, "demo"):
-        print("usage: python -m transport.cli {server,client,demo} ...", file=sys.stderr)
-        return 2
-    if argv[0] == "demo":
-        from .demo import main as demo_main
-
-        return demo_main(argv[1:])
+    if not argv or argv[0] not in commands:
+        return fail("python -m transport.cli", "usage: python -m transport.cli {server,client} ...")
     return commands[argv[0]](argv[1:])
 
 

@@ -2,20 +2,25 @@
 
 It starts a ``FederationServer`` in this process and N ``secagg-client`` processes (or, with
 ``--in-process``, N client tasks in this event loop), trains a torch MLP on non-IID digits with
-secure FedAvg, and optionally SIGKILLs a fraction of the clients in the middle of each round at a
-random SecAgg phase (``--dropout``); killed clients are restarted and rejoin the next round.
+secure FedAvg (or your own app, ``--app module:object``), and optionally SIGKILLs a fraction of
+the clients in the middle of each round at a random SecAgg phase (``--dropout``); killed clients
+are restarted and rejoin the next round. On POSIX the client processes are forked from a helper
+that has already imported the app (``transport.warm``), so neither the N first starts nor the
+restarts pay the seconds of importing torch again.
 
 To show that secure aggregation computes the right thing, clients started by the demo also write
 their plaintext update to a private audit directory (``transport.audit``; never in real use), and
 after each round the demo compares the secure mean update with the plaintext FedAvg mean over the
-same survivors: the difference must stay within the quantization bound. It also runs plaintext
-FedAvg without dropout on the same data for the reference curve of the plot.
+same survivors: the difference must stay within the quantization bound. The reference curve of
+the plot is plaintext FedAvg over the same clients: each round exactly the secure round's
+survivors train with the same local randomness (minibatch order) from the plaintext model, so
+the two curves differ only by quantization (and by where that leads the models).
 
 Output: live progress, a PNG of accuracy per round (``--plot``), and with ``--json PATH`` one
 record per round: round, survivors, dropped (with reasons), accuracy, seconds per phase, bytes up
 and down, and the max abs difference between the secure and the plaintext aggregate.
 Exit status 0 when every completed round matched its plaintext aggregate within the bound and at
-least one round completed.
+least one round completed; 1 otherwise; 2 for a bad argument or file (checked before any round).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import signal
@@ -37,29 +43,47 @@ from typing import Any
 
 import numpy as np
 
-from fedavg_core import FedAvg, FedAvgConfig, PlaintextAggregator
+from fedavg_core import PlaintextAggregator
+from fedavg_core.vectorize import FloatVector
 from secagg.state import rounds_of
 
-from . import audit
-from .cli import add_federation_arguments, add_task_arguments, federation_settings
+from . import audit, warm
+from .apps import App
+from .arguments import (
+    EXIT_USAGE,
+    ArgumentParser,
+    UsageError,
+    add_federation_arguments,
+    add_task_arguments,
+    add_version,
+    app_from_args,
+    app_spec,
+    checked,
+    fail,
+    federation_settings,
+    port_number,
+    writable_target,
+)
+from .cli import client_main
 from .client import FederationClient
 from .identity import generate_identities, load_identity_key, load_roster
 from .records import RoundReport, ServerEvent
 from .server import FederationServer, FederationSettings, RoundOutcome
-from .tasks import DigitsTask
+from .tasks import LearnerTrainer, LocalTrainer, ServerModel
 from .tls import client_context, generate_self_signed, server_context
 
 log = logging.getLogger("transport.demo")
 
 
 def demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="secagg-demo",
         description="Run a secure FedAvg federation (server + N clients) on 127.0.0.1 and report it.",
     )
+    add_version(parser)
     parser.add_argument(
         "--dropout",
-        type=float,
+        type=dropout_fraction,
         default=0.25,
         metavar="FRACTION",
         help="SIGKILL this fraction of the clients mid-round, every round (default: %(default)s)",
@@ -71,8 +95,11 @@ def demo_parser() -> argparse.ArgumentParser:
         help="PNG of accuracy per round (default: next to --json, else secagg-demo.png)",
     )
     parser.add_argument("--in-process", action="store_true", help="run the clients as tasks in this process")
+    parser.add_argument(
+        "--cold-start", action="store_true", help="start every client as a fresh process (no fork server)"
+    )
     parser.add_argument("--tls", action="store_true", help="wss:// with a self-signed certificate")
-    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument("--port", type=port_number, default=0, help="server port (default: a free one)")
     parser.add_argument("--workdir", help="keep logs, audit files and checkpoint here (default: a temp dir)")
     parser.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
     parser.add_argument("--verbose", action="store_true", help="log the server's and clients' details")
@@ -84,6 +111,17 @@ def demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dropout_fraction(text: str) -> float:
+    """A fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"--dropout must be in [0, 1), got {text}")
+    return value
+
+
 @dataclass
 class _Kill:
     client: int
@@ -93,8 +131,9 @@ class _Kill:
 @dataclass
 class _ClientSlot:
     client_id: int
-    process: subprocess.Popen[bytes] | None = None
-    task: asyncio.Task[Any] | None = None
+    process: subprocess.Popen[bytes] | None = None  # a fresh process (--cold-start)
+    pid: int | None = None  # a process forked by the fork server
+    task: asyncio.Task[Any] | None = None  # --in-process
     restarts: int = 0
 
 
@@ -103,16 +142,31 @@ class _RoundNotes:
     killed: list[_Kill] = field(default_factory=list)
 
 
-class Demo:
-    """One demo run; ``run()`` returns the exit status."""
+PLAINTEXT_REFERENCE = "plaintext FedAvg, same survivors and local randomness, no quantization"
+"""What the demo's reference curve is (in the plot's legend and the JSON)."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        if not 0.0 <= args.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+
+class Demo:
+    """One demo run; ``run()`` returns the exit status.
+
+    Args:
+        args: the parsed ``secagg-demo`` arguments.
+        workdir: logs, audit files, checkpoint (and keys) go here.
+        app: the app every client and the server run.
+        temporary: ``workdir`` is deleted at exit (said so in the header).
+    """
+
+    def __init__(self, args: argparse.Namespace, workdir: Path, app: App, temporary: bool = False) -> None:
         self.args = args
         self.workdir = workdir
-        self.task = DigitsTask(args.task, args.clients, args.alpha, args.seed)
+        self.temporary = temporary
+        self.app = app
         self.settings: FederationSettings = federation_settings(args)
+        self.server_model: ServerModel = checked(app.server_model)
+        try:
+            self.settings.secagg_config(self.server_model.dimension)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         self.audit_dir = workdir / "audit"
         self.log_dir = workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -125,9 +179,21 @@ class Demo:
         self.plan = self._dropout_plan()
         self.url = ""
         self.live = sys.stdout.isatty() and not args.quiet
+        self.fork_server: warm.ForkServer | None = None
         self._status_width = 0
         self._stopping = False
         self._between_rounds = True
+        self._connected: set[int] = set()  # registered connections, from the server's events
+        self._members: set[int] = set()  # clients still in the current round
+        self._participants = 0  # clients the current round started with
+        self._last_accuracy: float | None = None
+
+    def warm_up(self) -> None:
+        """Build one client's trainer and take one training step, so that forked clients
+        inherit every import (torch's optimizer pulls in ``torch._dynamo`` lazily)."""
+        trainer = checked(lambda: self.app.client_trainer(1))
+        if isinstance(trainer, LearnerTrainer):
+            trainer.warm_up()
 
     # -- dropout plan ---------------------------------------------------------------------------
 
@@ -148,13 +214,18 @@ class Demo:
     # -- clients --------------------------------------------------------------------------------
 
     def _client_argv(self, client_id: int) -> list[str]:
+        """``secagg-client`` arguments for one client (the same app options as the server)."""
         a = self.args
         argv = [
-            sys.executable, "-m", "transport.cli", "client",
-            "--url", self.url, "--id", str(client_id),
-            "--task", a.task, "--clients", str(a.clients), "--alpha", str(a.alpha), "--seed", str(a.seed),
+            "--url", self.url, "--id", str(client_id), "--clients", str(a.clients), "--seed", str(a.seed),
+            "--app-dir", str(Path(a.app_dir).resolve()),
             "--audit-dir", str(self.audit_dir), "--log-level", "INFO" if a.verbose else "WARNING",
         ]  # fmt: skip
+        argv += ["--app", a.app] if a.app else ["--task", a.task or "digits-mlp"]
+        for key, value in a.app_option:
+            argv += ["--app-option", f"{key}={value}"]
+        if a.alpha is not None:
+            argv += ["--alpha", repr(a.alpha)]
         if self.cert is not None:
             argv += ["--cafile", str(self.cert[0])]
         if self.roster_path is not None:
@@ -164,9 +235,10 @@ class Demo:
 
     def _in_process_client(self, client_id: int) -> FederationClient:
         directory = self.audit_dir
+        trainer: LocalTrainer = self.app.client_trainer(client_id)
         return FederationClient(
             client_id,
-            self.task.trainer(client_id),
+            trainer,
             self.url,
             ssl_context=client_context(self.cert[0]) if self.cert is not None else None,
             identity_key=(
@@ -182,10 +254,17 @@ class Demo:
         if self.args.in_process:
             slot.task = asyncio.get_running_loop().create_task(self._in_process_client(slot.client_id).run())
             return
-        log_file = open(self.log_dir / f"client-{slot.client_id}.log", "ab")  # noqa: SIM115
+        log_path = self.log_dir / f"client-{slot.client_id}.log"
+        if self.fork_server is not None:
+            slot.pid = self.fork_server.spawn(self._client_argv(slot.client_id), str(log_path))
+            return
+        log_file = open(log_path, "ab")  # noqa: SIM115
         try:
             slot.process = subprocess.Popen(
-                self._client_argv(slot.client_id), stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
+                [sys.executable, "-m", "transport.cli", "client", *self._client_argv(slot.client_id)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
             )
         finally:
             log_file.close()
@@ -195,6 +274,9 @@ class Demo:
         if slot.process is not None:
             slot.process.send_signal(signal.SIGKILL)
             slot.process.wait()
+        if slot.pid is not None:
+            warm.kill(slot.pid)
+            slot.pid = None
         if slot.task is not None:
             slot.task.cancel()
         slot.restarts += 1
@@ -213,6 +295,12 @@ class Demo:
                     if slot.process.poll() is None:
                         slot.process.kill()
                         slot.process.wait()
+            if slot.pid is not None:
+                try:
+                    while warm.is_running(slot.pid) and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                finally:
+                    warm.kill(slot.pid)
             if slot.task is not None:
                 with contextlib.suppress(
                     asyncio.TimeoutError, TimeoutError, asyncio.CancelledError, Exception
@@ -222,18 +310,28 @@ class Demo:
     # -- server callbacks -----------------------------------------------------------------------
 
     def on_event(self, event: ServerEvent) -> None:
+        if event.kind == "registered" and event.client is not None:
+            self._connected.add(event.client)
+        elif event.kind == "left" and event.client is not None:
+            self._connected.discard(event.client)
+            self._members.discard(event.client)
+        elif event.kind == "round_start":
+            self._members = set(self._connected)
+            self._participants = len(self._members)
         if event.kind in ("round_start", "round_end"):
             self._between_rounds = event.kind == "round_end"
         if event.kind == "phase":
             victims = self.plan.get((event.round, event.phase), [])
             for victim in victims:
                 self.notes.setdefault(event.round, _RoundNotes()).killed.append(_Kill(victim, event.phase))
+                # Counted out at once: the server notices the lost connection a moment later.
+                self._members.discard(victim)
                 self._kill_client(self.slots[victim])
             accuracy = "" if self._last_accuracy is None else f" | accuracy {self._last_accuracy:.3f}"
             killed = f" | killed {', '.join(map(str, victims))}" if victims else ""
             self._status(
-                f"round {event.round}/{self.args.rounds} | phase {event.phase:<17} | clients alive "
-                f"{event.alive}/{self.args.clients}{accuracy}{killed}"
+                f"round {event.round}/{self.args.rounds} | phase {event.phase:<17} | clients in the round "
+                f"{len(self._members)}/{self._participants}{accuracy}{killed}"
             )
         elif event.kind in ("waiting", "registered") and self._waiting_for_start(event):
             self._status(
@@ -244,8 +342,6 @@ class Demo:
     def _waiting_for_start(self, event: ServerEvent) -> bool:
         """Between rounds (or before the first), while not every client is connected."""
         return self._between_rounds and event.alive < self.args.clients
-
-    _last_accuracy: float | None = None
 
     def on_round(self, report: RoundReport, outcome: RoundOutcome) -> None:
         if report.status == "completed" and outcome.mean_update is not None:
@@ -278,8 +374,9 @@ class Demo:
         else:
             diff = "n/a" if report.max_abs_diff is None else f"{report.max_abs_diff:.2e}"
             bound = "n/a" if report.error_bound is None else f"{report.error_bound:.2e}"
+            accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
             body = (
-                f": {len(report.survivors)}/{n} clients in the sum, accuracy {report.accuracy:.3f}, "
+                f": {len(report.survivors)}/{n} clients in the sum, accuracy {accuracy}, "
                 f"|secure - plaintext| {diff} (bound {bound})"
             )
         dropped = "; ".join(f"client {d.client} in {d.phase}: {d.reason}" for d in report.dropped)
@@ -289,11 +386,18 @@ class Demo:
 
     # -- the run --------------------------------------------------------------------------------
 
+    def _describe_app(self) -> str:
+        a = self.args
+        if a.app:
+            return f"the app {a.app}"
+        alpha = 0.5 if a.alpha is None else a.alpha
+        return f"{a.task or 'digits-mlp'} on non-IID digits (alpha {alpha:g})"
+
     async def run(self) -> int:
         a = self.args
         began = time.monotonic()
         server = FederationServer(
-            self.task.server_model(),
+            self.server_model,
             self.settings,
             roster=load_roster(self.roster_path) if self.roster_path is not None else None,
             checkpoint_path=self.workdir / "checkpoint.msgpack",
@@ -304,13 +408,22 @@ class Demo:
         await server.start("127.0.0.1", a.port, ssl_context)
         self.url = f"{'wss' if self.cert else 'ws'}://127.0.0.1:{server.port}"
         config = server.config
-        where = "tasks in this process" if a.in_process else "separate processes"
+        if a.in_process:
+            where = "tasks in this process"
+        elif self.fork_server is not None:
+            where = "processes forked warm"
+        else:
+            where = "separate processes"
+        kept = (
+            f"a temporary folder, deleted at exit (keep them with --workdir DIR): {self.workdir}"
+            if self.temporary
+            else str(self.workdir)
+        )
         print(
-            f"secagg-demo: {a.clients} clients ({where}),"
-            f" {a.rounds} rounds of {a.task} on non-IID digits (alpha {a.alpha})\n"
+            f"secagg-demo: {a.clients} clients ({where}), {a.rounds} rounds of {self._describe_app()}\n"
             f"  SecAgg: {config.graph} graph, t={config.threshold}, {config.security_mode.value}, "
             f"p={config.modulus}, vector length {config.vector_length}; dropout {a.dropout:g}\n"
-            f"  server {self.url}; logs, audit files and checkpoint in {self.workdir}",
+            f"  server {self.url}; logs, audit files and checkpoint in {kept}",
             flush=True,
         )
         kills = round(a.dropout * a.clients)
@@ -332,28 +445,35 @@ class Demo:
             await server.stop()
             await self._stop_clients(timeout=15.0 if finished else 0.0)
         seconds = time.monotonic() - began
-        plaintext = self._plaintext_curve(server)
+        plaintext = self.plaintext_curve(reports)
         return self._report(server, reports, plaintext, seconds)
 
-    def _plaintext_curve(self, server: FederationServer) -> list[float]:
-        """Plaintext FedAvg, all clients every round, same data, model and hyperparameters."""
+    def plaintext_curve(self, reports: list[RoundReport]) -> list[float]:
+        """Accuracy per round of plaintext FedAvg over the same clients as the secure run.
+
+        In each completed round exactly that round's survivors train, from the plaintext global
+        model, with the same local randomness as in the secure round (``LocalTrainer.train`` is
+        called with the same round number; ``LearnerTrainer`` seeds its minibatch order from
+        client id and round); their updates are averaged in the clear with the same clip and
+        weight cap. An aborted round leaves the model unchanged, as it does in the secure run.
+        """
         s = self.settings
-        fedavg = FedAvg(
-            self.task.learner(),
-            PlaintextAggregator(s.clip, s.max_weight),
-            self.task.client_data,
-            FedAvgConfig(
-                client_fraction=1.0,
-                local_epochs=s.training.epochs,
-                batch_size=s.training.batch_size,
-                learning_rate=s.training.learning_rate,
-                server_learning_rate=s.server_learning_rate,
-            ),
-            seed=self.args.seed,
-            test_data=self.task.test_data,
-            initial_vector=self.task.server_model().initial_vector(),
-        )
-        return [r.metrics.accuracy if r.metrics else float("nan") for r in fedavg.run(self.args.rounds)]
+        vector: FloatVector = self.server_model.initial_vector()
+        aggregator = PlaintextAggregator(s.clip, s.max_weight)
+        trainers: dict[int, LocalTrainer] = {}
+        curve: list[float] = []
+        for report in reports:
+            if report.status == "completed" and report.survivors:
+                updates = []
+                for client_id in report.survivors:
+                    if client_id not in trainers:
+                        trainers[client_id] = self.app.client_trainer(client_id)
+                    updates.append(trainers[client_id].train(vector, s.training, report.round))
+                mean = aggregator.aggregate(updates, np.random.default_rng(0)).mean_update
+                vector = vector + s.server_learning_rate * mean
+            accuracy = self.server_model.evaluate(vector)
+            curve.append(float("nan") if accuracy is None else accuracy)
+        return curve
 
     def _report(
         self, server: FederationServer, reports: list[RoundReport], plaintext: list[float], seconds: float
@@ -394,10 +514,12 @@ class Demo:
                 "clients": a.clients,
                 "rounds": a.rounds,
                 "dropout": a.dropout,
-                "task": a.task,
+                "task": a.task or ("digits-mlp" if not a.app else None),
+                "app": app_spec(a),
                 "alpha": a.alpha,
                 "seed": a.seed,
                 "processes": not a.in_process,
+                "warm_processes": self.fork_server is not None,
                 "tls": bool(a.tls),
                 "graph": config.graph,
                 "degree": config.degree,
@@ -415,15 +537,12 @@ class Demo:
             "initial_accuracy": server.initial_accuracy,
             "rounds": rows,
             "plaintext_accuracy": plaintext,
+            "plaintext_reference": PLAINTEXT_REFERENCE,
             "summary": summary,
         }
         if a.json:
             Path(a.json).write_text(json.dumps(document, indent=1) + "\n")
-        plot_path = (
-            Path(a.plot)
-            if a.plot
-            else (Path(a.json).with_suffix(".png") if a.json else Path("secagg-demo.png"))
-        )
+        plot_path = plot_target(a)
         plotted = self._plot(plot_path, server, reports, plaintext)
         if not completed:
             verdict = "no round completed, so nothing to compare with plaintext FedAvg"
@@ -434,7 +553,8 @@ class Demo:
         secure_curve = " ".join("  x  " if r.accuracy is None else f"{r.accuracy:.3f}" for r in reports)
         print(
             f"\naccuracy per round, secure   : {secure_curve}\n"
-            f"accuracy per round, plaintext: {' '.join(f'{x:.3f}' for x in plaintext)}\n"
+            f"accuracy per round, plaintext: {' '.join(f'{x:.3f}' for x in plaintext)}"
+            " (same survivors and local randomness)\n"
             f"{len(completed)}/{len(reports)} rounds completed, {summary['dropped_clients']} client drops; "
             f"{verdict}; {seconds:.1f}s",
             flush=True,
@@ -447,11 +567,10 @@ class Demo:
     def _plot(
         self, path: Path, server: FederationServer, reports: list[RoundReport], plaintext: list[float]
     ) -> bool:
-        try:
-            from .plot import plot_accuracy
-        except ImportError:  # pragma: no cover - matplotlib is in the examples extra
-            print("matplotlib is not installed: no plot (pip install 'secagg-fedavg[examples]')")
-            return False
+        if importlib.util.find_spec("matplotlib") is None:
+            return False  # said before the run
+        from .plot import plot_accuracy
+
         plot_accuracy(
             path,
             server.initial_accuracy or 0.0,
@@ -460,8 +579,25 @@ class Demo:
             aborted=[r.round for r in reports if r.status == "aborted"],
             dropped=[len(r.dropped) for r in reports],
             title=f"secure FedAvg ({self.args.clients} clients, dropout {self.args.dropout:g}) vs plaintext",
+            plaintext_label=PLAINTEXT_REFERENCE,
         )
         return True
+
+
+def plot_target(args: argparse.Namespace) -> Path:
+    """``--plot``, else next to ``--json``, else ``secagg-demo.png``."""
+    if args.plot:
+        return Path(args.plot)
+    return Path(args.json).with_suffix(".png") if args.json else Path("secagg-demo.png")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """The output files can be written (checked before any round runs)."""
+    if args.json:
+        writable_target("--json", args.json)
+    writable_target("--plot", str(plot_target(args)))
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise UsageError(f"--workdir {args.workdir}: not a folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -475,26 +611,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("websockets").setLevel(logging.CRITICAL)
     try:
-        import sklearn  # noqa: F401
+        _check_outputs(args)
+        if importlib.util.find_spec("matplotlib") is None:
+            print(
+                "secagg-demo: matplotlib is not installed, so no plot: pip install 'secagg-fedavg[examples]'"
+            )
+        app = app_from_args(args)
+        with contextlib.ExitStack() as stack:
+            if args.workdir:
+                workdir = Path(args.workdir)
+                workdir.mkdir(parents=True, exist_ok=True)
+            else:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="secagg-demo-")))
+            demo = Demo(args, workdir, app, temporary=not args.workdir)
+            if not args.in_process and not args.cold_start and warm.ForkServer.available():
+                demo.warm_up()
+                demo.fork_server = warm.ForkServer(client_main)
+                stack.callback(demo.fork_server.close)
+            try:
+                return asyncio.run(demo.run())
+            except KeyboardInterrupt:
+                print("\ninterrupted", file=sys.stderr)
+                return 130
+    except UsageError as exc:
+        return fail("secagg-demo", str(exc), EXIT_USAGE)
 
-        if args.task == "digits-mlp":
-            import torch  # noqa: F401
-    except ImportError as exc:
-        print(f"secagg-demo needs {exc.name}: pip install 'secagg-fedavg[torch,examples]'", file=sys.stderr)
-        return 2
-    with contextlib.ExitStack() as stack:
-        if args.workdir:
-            workdir = Path(args.workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="secagg-demo-")))
-        try:
-            demo = Demo(args, workdir)
-        except ValueError as exc:
-            print(f"secagg-demo: {exc}", file=sys.stderr)
-            return 2
-        try:
-            return asyncio.run(demo.run())
-        except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
-            return 130
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,7 +66,7 @@ def test_demo_in_process_with_the_torch_mlp_over_wss(tmp_path: Path) -> None:
 
 def test_demo_refuses_a_dropout_fraction_of_one(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "transport.cli", "demo", "--dropout", "1"],
+        [sys.executable, "-m", "transport.demo", "--dropout", "1"],
         cwd=REPO,
         capture_output=True,
         text=True,
