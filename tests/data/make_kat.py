@@ -323,7 +323,13 @@ def make_session() -> dict[str, Any]:
         session_case(
             "harary semi-honest",
             SecAggConfig(
-                num_clients=10, threshold=3, vector_length=1000, modulus=2**61 - 1, graph="harary", degree=4
+                num_clients=10,
+                threshold=3,
+                vector_length=1000,
+                modulus=2**61 - 1,
+                graph="harary",
+                degree=4,
+                collusion_fraction=0.0,  # a toy graph: no k < 10 is safe against a third of the clients
             ),
         ),
         session_case(

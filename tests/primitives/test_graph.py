@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, deque
 
 import pytest
@@ -55,7 +56,16 @@ def test_harary_graph_is_k_regular_symmetric_and_connected(
     n: int, data: st.DataObject, session: bytes
 ) -> None:
     k = data.draw(st.sampled_from(range(2, n, 2)))
-    config = SecAggConfig(num_clients=n, threshold=k + 1, vector_length=1, graph="harary", degree=k)
+    # The graph's shape is under test, not the threat model: no collusion, no dropout.
+    config = SecAggConfig(
+        num_clients=n,
+        threshold=k,
+        vector_length=1,
+        graph="harary",
+        degree=k,
+        collusion_fraction=0.0,
+        dropout_fraction=0.0,
+    )
     graph = NeighbourGraph(config, session)
     adjacency = _adjacency(graph, n)
     _assert_simple_symmetric(adjacency)
@@ -94,11 +104,13 @@ def test_permutation_is_roughly_uniform_for_n_3() -> None:
 
 
 def test_server_and_clients_derive_the_same_graph() -> None:
-    config = SecAggConfig(num_clients=30, threshold=4, vector_length=5, graph="harary", degree=8)
+    config = SecAggConfig(
+        num_clients=30, threshold=4, vector_length=5, graph="harary", degree=8, collusion_fraction=0.0
+    )
     nonce = bytes(range(32))
     server_view = RoundSetup(config, nonce)
     client_view = RoundSetup(
-        SecAggConfig(**{f.name: getattr(config, f.name) for f in config.__dataclass_fields__.values()}), nonce
+        SecAggConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}), nonce
     )
     assert server_view.session_id == client_view.session_id
     assert _adjacency(server_view.graph, 30) == _adjacency(client_view.graph, 30)
@@ -108,7 +120,14 @@ def test_server_and_clients_derive_the_same_graph() -> None:
 
 @pytest.mark.parametrize("client_id", [0, -1, 11])
 def test_unknown_client_id_is_rejected(client_id: int) -> None:
-    for graph_kind, degree in (("complete", None), ("harary", 4)):
-        config = SecAggConfig(num_clients=10, threshold=5, vector_length=1, graph=graph_kind, degree=degree)
+    for graph_kind, degree, t, gamma in (("complete", None, 5, 1 / 3), ("harary", 4, 3, 0.0)):
+        config = SecAggConfig(
+            num_clients=10,
+            threshold=t,
+            vector_length=1,
+            graph=graph_kind,
+            degree=degree,
+            collusion_fraction=gamma,
+        )
         with pytest.raises(ValueError, match=r"not in 1\.\.10"):
             NeighbourGraph(config, bytes(32)).neighbours(client_id)
