@@ -83,6 +83,8 @@ class SecAggServer:
         self.accusations: dict[int, frozenset[int]] = {}
         # Holders whose round-4 share the decoder found wrong -> the clients whose secret it was.
         self.wrong_shares: dict[int, set[int]] = {}
+        # Clients whose secret no decoding of their shares could open (the round then aborted).
+        self.unrecoverable: dict[int, str] = {}
         self.result: FieldVector | None = None
         self.abort_reason: AbortedError | None = None
         self.closed_rounds: dict[Round, frozenset[int]] = {}  # round -> clients accepted in it
@@ -131,11 +133,13 @@ class SecAggServer:
         """Clients caught breaking the protocol this round, with why: dropped for a bad message,
         excluded on a share-bundle accusation, or holding a share the decoder found wrong.
 
+        Also clients whose secret could not be reconstructed (the round aborted naming them).
         A caller may keep repeat offenders out of later rounds. An accusation or a wrong share
         names a suspect, not proof: a false accuser can get one honest neighbour excluded per
         accusation, and a wrong share is either the holder's lie or its dealer's (README).
         """
         out = {u: drop.reason for u, drop in self.dropped.items()}
+        out.update(self.unrecoverable)
         for holder, owners in self.wrong_shares.items():
             out.setdefault(
                 holder, f"sent shares inconsistent with the commitments of clients {sorted(owners)[:5]}"
@@ -415,6 +419,7 @@ class SecAggServer:
             self._abort(f"only {len(shares)} shares of the {what}, threshold is {t}")
         found = reconstruct_checked(shares, t, is_secret)
         if found is None:
+            self.unrecoverable[owner] = f"the {what} could not be reconstructed from its shares"
             self._abort(
                 f"the {what} cannot be reconstructed: its {len(shares)} shares do not decode to the "
                 f"value it committed to in round 0 (client {owner} shared inconsistently, or more "
