@@ -8,7 +8,7 @@ masking key and self-mask seed, the masked inputs of the survivors summed as the
 them, ``--dropout`` of the clients gone after sharing keys), then times
 ``secagg.unmasking.remove_masks`` on each executor: ``serial`` (one process), ``pool`` (the
 default: a fork process pool started per call, as the server does), ``pool-kept`` (one
-``ProcessPoolExecutor`` passed in and reused), ``ray`` (``fedavg_core.ray_executor.RayExecutor``
+``ProcessPoolExecutor`` passed in and reused), ``ray`` (``transport.ray_executor.RayExecutor``
 on a local Ray with ``--workers`` CPUs). Every result is checked against the sum of the inputs.
 Also reports the crypto floor: the masks' keystream at the raw AES-CTR rate, split over the
 workers.
@@ -93,19 +93,17 @@ def build_round(clients: int, length: int, dropout: float, modulus: int, seed: i
     return RoundState(modulus, session_id, total, expected, [self_seeds[u] for u in survivors], dropped)
 
 
-def time_removal(state: RoundState, repeat: int, workers: int, executor: JobExecutor | None) -> list[float]:
-    """Seconds per ``remove_masks`` call (the copy of the sum is not timed); checks each result."""
-    times = []
-    for _ in range(repeat):
-        total = state.total.copy()
-        start = time.perf_counter()
-        result = remove_masks(
-            total, state.modulus, state.session_id, state.self_mask_seeds, state.dropped, workers, executor
-        )
-        times.append(time.perf_counter() - start)
-        if not np.array_equal(result, state.expected):
-            raise SystemExit("mask removal produced a wrong sum")
-    return times
+def time_removal(state: RoundState, workers: int, executor: JobExecutor | None) -> float:
+    """Seconds for one ``remove_masks`` call (the copy of the sum is not timed); checks the result."""
+    total = state.total.copy()
+    start = time.perf_counter()
+    result = remove_masks(
+        total, state.modulus, state.session_id, state.self_mask_seeds, state.dropped, workers, executor
+    )
+    seconds = time.perf_counter() - start
+    if not np.array_equal(result, state.expected):
+        raise SystemExit("mask removal produced a wrong sum")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,25 +125,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "crypto_floor_seconds": keystream / raw / args.workers,
         "executors": {},
     }
-    for name in args.executors:
-        executor: Any = None
-        workers = args.workers
-        if name == "serial":
-            workers = 1
-        elif name == "pool-kept":
-            executor = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork"))
-        elif name == "ray":
-            from fedavg_core.ray_executor import RayExecutor
+    executors: dict[str, tuple[int, Any]] = {}
+    try:
+        for name in args.executors:
+            if name == "serial":
+                executors[name] = (1, None)
+            elif name == "pool":
+                executors[name] = (args.workers, None)
+            elif name == "pool-kept":
+                context = multiprocessing.get_context("fork")
+                executors[name] = (args.workers, ProcessPoolExecutor(args.workers, mp_context=context))
+            else:
+                from transport.ray_executor import RayExecutor
 
-            started = time.perf_counter()
-            executor = RayExecutor(num_cpus=args.workers)
-            out["ray_start_seconds"] = time.perf_counter() - started
-        try:
-            times = time_removal(state, args.repeat, workers, executor)
-        finally:
+                started = time.perf_counter()
+                executors[name] = (args.workers, RayExecutor(num_cpus=args.workers))
+                out["ray_start_seconds"] = time.perf_counter() - started
+        # Interleaved (each repeat runs every executor once), so load from other processes on the
+        # machine falls on all of them alike.
+        times: dict[str, list[float]] = {name: [] for name in executors}
+        for _ in range(args.repeat):
+            for name, (workers, executor) in executors.items():
+                times[name].append(time_removal(state, workers, executor))
+    finally:
+        for _, executor in executors.values():
             if executor is not None:
                 executor.shutdown()
-        out["executors"][name] = {"median_seconds": median(times), "runs": times, "exact": True}
+    for name, runs in times.items():
+        out["executors"][name] = {"median_seconds": median(runs), "runs": runs, "exact": True}
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 

@@ -6,7 +6,7 @@ sign(u, v) * PRG(s_uv) for its neighbours u in U3. ``UnmaskJob`` lists such term
 returns the vector that cancels them. Jobs are independent, so ``remove_masks`` can spread them
 over an executor the caller chooses: anything with ``map(fn, jobs)`` (``JobExecutor``: a
 ``concurrent.futures.ProcessPoolExecutor``, or a cluster adapter such as
-``fedavg_core.ray_executor.RayExecutor``). By default it starts a local process pool for large
+``transport.ray_executor.RayExecutor``). By default it starts a local process pool for large
 rounds: the PRG holds the GIL, so threads would not help, processes do.
 """
 
@@ -165,10 +165,13 @@ def remove_masks(
             apply_masks(result, correction_terms(job), modulus)
         return result
     # fork keeps start-up cheap and needs no importable __main__; workers only run numpy/AES.
+    # This process takes the first job itself, in place: one job fewer to fork, send and add.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        _add_parts(result, pool.map(run_job, jobs), modulus)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)) - 1, mp_context=context) as pool:
+        parts = pool.map(run_job, jobs[1:])
+        apply_masks(result, correction_terms(jobs[0]), modulus)
+        _add_parts(result, parts, modulus)
     return result
 
 
