@@ -13,9 +13,12 @@ What a client checks in a ``RoundStart`` before it trains or reveals anything:
 - the session id in the envelope is the one the client computes from config, nonce and roster;
 - the config is valid (``SecAggConfig`` refuses unsafe thresholds), its collusion fraction is at
   least the client's own ``min_collusion_fraction`` (so the server cannot lower the threshold by
-  claiming that nobody colludes), and it names this client;
-- in the active mode the roster is the client's own and lists its identity key; a client with an
-  identity key refuses semi-honest rounds;
+  claiming that nobody colludes), and the round-local id it gives this client (``LOCAL_ID`` in
+  the settings; a client's stable id stays the same, its SecAgg id is 1..n of each cohort) is in
+  range;
+- in the active mode the round's roster lists this client's identity key under its round-local
+  id, and every other key in it is in the roster this client trusts (no stand-ins); a client with
+  an identity key refuses semi-honest rounds;
 - the vector length is the model size plus one (the weight element), the model is finite, and the
   quantization uses the same modulus with room for all N clients (no wrap-around).
 
@@ -43,7 +46,17 @@ from secagg.primitives import signatures
 from .codec import Frame, FrameLimits, decode_from_server, encode
 from .errors import CloseCode, DecodeError
 from .tasks import LocalTrainer, TrainingSettings
-from .wire import Challenge, ClientAbort, Finished, Hello, RoundEnd, RoundStart, Welcome, registration_payload
+from .wire import (
+    LOCAL_ID,
+    Challenge,
+    ClientAbort,
+    Finished,
+    Hello,
+    RoundEnd,
+    RoundStart,
+    Welcome,
+    registration_payload,
+)
 
 log = logging.getLogger("transport.client")
 
@@ -240,15 +253,18 @@ class FederationClient:
 
     # -- rounds ---------------------------------------------------------------------------------
 
-    def check_round_start(self, frame: Frame, start: RoundStart) -> tuple[RoundSetup, TrainingSettings]:
-        """The round's setup if this client accepts the round start; else ``RoundRefused``."""
+    def check_round_start(self, frame: Frame, start: RoundStart) -> tuple[RoundSetup, TrainingSettings, int]:
+        """The round's setup, training settings and this client's round-local id if this client
+        accepts the round start; else ``RoundRefused``."""
         config = start.config
         if start.nonce in self._seen_nonces:
             raise RoundRefused("the session nonce was used before (replayed round start)")
-        if config.num_clients < self.client_id:
-            raise RoundRefused(
-                f"the config has {config.num_clients} clients, this client is {self.client_id}"
-            )
+        wire = dict(start.settings)
+        local_id = wire.pop(LOCAL_ID, None)
+        if not isinstance(local_id, int) or isinstance(local_id, bool):
+            raise RoundRefused(f"the round start gives no round-local id ({LOCAL_ID!r})")
+        if not 1 <= local_id <= config.num_clients:
+            raise RoundRefused(f"round-local id {local_id} is outside 1..{config.num_clients}")
         if config.collusion_fraction < self.min_collusion_fraction:
             raise RoundRefused(
                 f"the config assumes a collusion fraction of {config.collusion_fraction:.4g}, "
@@ -257,10 +273,17 @@ class FederationClient:
         if self.identity_key is not None:
             if not config.is_active or start.roster is None:
                 raise RoundRefused("this client takes part only in active-mode rounds")
-            if self.roster is not None and dict(start.roster) != self.roster:
-                raise RoundRefused("the server's roster differs from this client's roster")
-            if start.roster.get(self.client_id) != signatures.identity_public_bytes(self.identity_key):
-                raise RoundRefused("the roster does not hold this client's identity key")
+            own = signatures.identity_public_bytes(self.identity_key)
+            if start.roster.get(local_id) != own:
+                raise RoundRefused(f"the round's roster does not list this client's key as id {local_id}")
+            trusted = set(self.roster.values()) if self.roster is not None else set()
+            strangers = [i for i, key in start.roster.items() if key not in trusted]
+            if strangers:
+                # Every member must be an identity this client trusts, or the server could stand
+                # in for the other members with keys of its own.
+                raise RoundRefused(f"round-local ids {strangers[:5]} carry keys not in this client's roster")
+            if len(set(start.roster.values())) != len(start.roster):
+                raise RoundRefused("the round's roster lists one identity key twice")
         elif config.is_active:
             raise RoundRefused("an active-mode round needs an identity key")
         dimension = self.trainer.dimension
@@ -278,24 +301,24 @@ class FederationClient:
                 f"fit the round (modulus {config.modulus}, {config.num_clients} clients)"
             )
         try:
-            settings = TrainingSettings.from_wire(start.settings)
+            settings = TrainingSettings.from_wire(wire)
             setup = RoundSetup(config, start.nonce, start.roster)
         except ValueError as exc:
             raise RoundRefused(str(exc)) from None
         if frame.session != setup.session_id:
             raise RoundRefused("the envelope's session id does not match config, nonce and roster")
-        return setup, settings
+        return setup, settings, local_id
 
     async def _start_round(self, ws: ClientConnection, frame: Frame, start: RoundStart) -> None:
         self._round = None
         try:
-            setup, settings = self.check_round_start(frame, start)
+            setup, settings, local_id = self.check_round_start(frame, start)
         except RoundRefused as exc:
             log.warning("client %d refuses round %d: %s", self.client_id, frame.round, exc)
             self.summary.refused[frame.round] = str(exc)
-            await ws.send(
-                encode(ClientAbort(self.client_id, str(exc)), round=frame.round, session=frame.session)
-            )
+            local = start.settings.get(LOCAL_ID)
+            sender = local if isinstance(local, int) and not isinstance(local, bool) and local >= 1 else 1
+            await ws.send(encode(ClientAbort(sender, str(exc)), round=frame.round, session=frame.session))
             return
         self._seen_nonces.add(start.nonce)
         parameters = np.array(start.parameters, dtype=np.float64)
@@ -303,7 +326,7 @@ class FederationClient:
         if self.on_update is not None:
             self.on_update(frame.round, update)
         vector = encode_weighted_update(update.update, update.num_examples, start.quantization, self._rng)
-        secagg = SecAggClient(setup, self.client_id, vector, identity_key=self.identity_key)
+        secagg = SecAggClient(setup, local_id, vector, identity_key=self.identity_key)
         self._round = _ActiveRound(frame.round, setup.session_id, secagg)
         data = await asyncio.to_thread(
             lambda: encode(secagg.start(), round=frame.round, session=setup.session_id)
@@ -340,9 +363,8 @@ class FederationClient:
     async def _abort(self, ws: ClientConnection, active: _ActiveRound, reason: str) -> None:
         log.warning("client %d aborts round %d: %s", self.client_id, active.number, reason)
         self._round = None
-        await ws.send(
-            encode(ClientAbort(self.client_id, reason), round=active.number, session=active.session_id)
-        )
+        sender = active.secagg.client_id
+        await ws.send(encode(ClientAbort(sender, reason), round=active.number, session=active.session_id))
 
     def _end_round(self, number: int, end: RoundEnd) -> None:
         self._round = None

@@ -1,30 +1,35 @@
-"""The federation server: websockets in, ``SecAggServer`` in the middle, deadlines around it.
+"""The federation server: websockets, framing, timers and a worker thread around the coordinator.
 
-Like the ``websockets`` library's own asyncio layer over its sans-I/O ``protocol.py``, this module
-only decodes frames, hands messages to the state machine (``secagg.SecAggServer``), encodes what
-it returns, and decides *when* to advance. All protocol rules live in ``secagg``.
+The rounds themselves (population, cohort selection, phases, deadlines, model updates, records)
+are ``fedavg_core.coordinator.Coordinator``, a sans-I/O state machine; this module only
 
-One connection is bound to one client id (``Hello``; in the active mode proven with the client's
-Ed25519 identity key from the roster). Each FedAvg round is one SecAgg round:
+- accepts connections and registers them (one connection is bound to one stable client id;
+  in the active mode proven with the client's Ed25519 identity key from the roster);
+- decodes frames and hands events to the coordinator, with the event loop's clock;
+- encodes and sends the coordinator's actions, closes connections it cuts off, and calls
+  ``tick`` at ``next_timeout()``;
+- checkpoints the global model atomically after every round, before telling the clients.
 
-1. a fresh nonce from ``os.urandom`` and a ``RoundStart`` (config, nonce, global model) to every
-   connected client; they train locally and advertise keys;
-2. each SecAgg phase ends when every expected reply is in, or at its deadline if at least t
-   replied (else the round aborts, releasing nothing); clients that missed it are cut off;
-3. the sum over U3 is decoded (``fedavg_core.decode_weighted_sum``) into the weighted mean
-   update, the global model moves, is evaluated, and is checkpointed atomically.
+All coordinator and SecAgg work (checking and filing messages, ``advance()``, mask removal,
+encoding) runs in one worker thread, never on the event loop, so pings and other connections are
+served meanwhile, and one thread at a time touches the round's state.
 
-A client that sends a malformed, oversized, wrong-round, duplicate or impersonating frame, or
-that the protocol drops, is cut off: its websocket is closed with a ``CloseCode`` and the reason
-is logged and recorded in the round's ``dropped``; the round goes on without it.
+A client that sends a malformed, oversized, wrong-round, duplicate or impersonating frame, or that
+the protocol drops, is cut off: its websocket is closed with a ``CloseCode`` and the reason is
+logged and recorded in the round's ``dropped``; the round goes on without it.
 
 Decisions the design left open:
 
-- A round's participants are the clients connected when it starts. A client that connects (or
-  reconnects after a drop) during a round waits for the next one; the SecAgg state of a round is
-  bound to the connection that received its ``RoundStart``.
-- Before each round the server waits until ``min_clients`` (default: all N) are connected, or
-  ``wait_timeout`` has passed with at least t connected.
+- Clients come and go: any id (1..2**20; in the active mode, any enrolled id) may register at any
+  time; a round's cohort is drawn from the clients connected when it starts (``--cohort``, or all
+  of them by default); the others wait connected. A client that connects during a round waits
+  for the next one; the SecAgg state of a round is bound to the connection that received its
+  ``RoundStart``.
+- Before each round the server waits until the cohort policy's ``ready_at()`` clients are
+  connected (default: all N of ``num_clients``, or the over-selected cohort), or ``wait_timeout``
+  has passed with at least ``min_clients``.
+- Over-selection: stragglers (selected, not among the first n to finish training) are told the
+  round ended without them and stay connected; they are not drops.
 - An aborted round leaves the global model unchanged and still counts as one of ``rounds``.
 - The checkpoint is written before the clients hear ``RoundEnd``, so no round a client saw
   complete can be lost; a round interrupted by a crash is run again, with a fresh nonce.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -42,24 +48,39 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from fedavg_core import QuantizationConfig, SecureAggregator, decode_weighted_sum
+from fedavg_core import QuantizationConfig, SecureAggregator
+from fedavg_core.cohort import CohortPolicy
+from fedavg_core.coordinator import (
+    Action,
+    Coordinator,
+    CoordinatorSettings,
+    Deadlines,
+    Deliver,
+    Disconnect,
+    Dismiss,
+    Note,
+    RoundClosed,
+    StartTraining,
+)
+from fedavg_core.coordinator import (
+    Finished as FederationDone,
+)
 from fedavg_core.vectorize import FloatVector
-from secagg import AbortedError, Round, RoundSetup, SecAggConfig, SecAggServer
-from secagg.config import GraphKind
+from secagg import SecAggConfig
+from secagg.config import MAX_CLIENTS, GraphKind
 from secagg.primitives import signatures
-from secagg.state import rounds_of
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, vector_digest
 from .codec import FrameLimits, decode_from_client, encode
 from .errors import CloseCode, DecodeError
-from .records import DropRecord, RoundReport, ServerEvent
+from .records import RoundReport, ServerEvent
 from .tasks import ServerModel, TrainingSettings
 from .wire import (
     CHALLENGE_SIZE,
+    LOCAL_ID,
     Challenge,
     ClientAbort,
     Finished,
@@ -78,9 +99,12 @@ REGISTRATION_MAX_FRAME = 1024
 """The largest frame an unregistered peer may send (a hello is under 200 bytes); the round's
 config-derived limit applies only once the connection is bound to a client id."""
 
-
 DEFAULT_BITS = 16
 """Quantization bits when neither bits nor modulus is set (error per element about clip / 2**15)."""
+
+DEFAULT_MAX_WEIGHT = 1024
+"""A client's weight is its example count capped at this (FedAvg's n_k / n, with a cap so one
+client cannot dominate and so the quantization keeps its resolution)."""
 
 
 @dataclass(frozen=True)
@@ -88,30 +112,42 @@ class FederationSettings:
     """Everything the server decides for the federation.
 
     Attributes:
-        num_clients: N, client ids are 1..N.
+        num_clients: N, the population the first round waits for when every connected client
+            takes part (no ``cohort``); with a cohort, only a size hint.
         rounds: FedAvg rounds to run in total (a resumed server counts the finished ones).
-        threshold, graph, degree, mode: the SecAgg round parameters (threshold None: the rule of
-            ``fedavg_core.SecureAggregator``, a majority raised to what the mode requires).
+        cohort: n, the target cohort size per round (None: every connected client takes part).
+        cohort_fraction: C, the fraction of the connected clients per round (used without
+            ``cohort``).
+        over_selection: select ``ceil(over_selection * n)`` and close training at n (e.g. 1.3).
+        selection_seed: seeds the cohort selection (recorded with every round).
+        threshold, graph, degree, mode: the SecAgg round parameters, sized per cohort
+            (threshold None: the rule of ``fedavg_core.SecureAggregator``).
         clip, max_weight, bits, modulus: quantization (see ``fedavg_core.QuantizationConfig``).
-            With neither bits nor modulus given, updates are quantized to ``DEFAULT_BITS`` bits
-            and the modulus is the smallest supported prime with headroom for N clients, which
-            keeps masked inputs small on the wire (they travel at log2(p) bits per element).
+            A client's weight is its example count capped at ``max_weight``. With neither bits
+            nor modulus given, updates are quantized to ``DEFAULT_BITS`` bits and the modulus
+            is the smallest supported prime with headroom for the round's cohort.
         training: local training knobs sent to the clients.
         server_learning_rate: the global model moves by this times the mean update.
         phase_timeout: seconds for each SecAgg phase; ``train_timeout`` is added to round 0.
         hello_timeout: seconds a new connection has to register.
-        min_clients: start a round as soon as this many are connected (None: all N) ...
-        wait_timeout: ... or when this many seconds passed and at least t are connected.
+        min_clients: start a round as soon as this many are connected (None: all N, or the
+            over-selected cohort) ...
+        wait_timeout: ... or when this many seconds passed and at least the minimum (t for N,
+            or the cohort size n) are connected.
     """
 
     num_clients: int
     rounds: int
+    cohort: int | None = None
+    cohort_fraction: float | None = None
+    over_selection: float = 1.0
+    selection_seed: int = 0
     threshold: int | None = None
     graph: GraphKind = "complete"
     degree: int | None = None
     mode: str = "semi_honest"
     clip: float = 1.0
-    max_weight: int = 1
+    max_weight: int = DEFAULT_MAX_WEIGHT
     bits: int | None = None
     modulus: int | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -125,13 +161,17 @@ class FederationSettings:
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if not 2 <= self.num_clients <= MAX_CLIENTS:
+            raise ValueError(f"num_clients must be in [2, {MAX_CLIENTS}], got {self.num_clients}")
         for name in ("phase_timeout", "train_timeout", "hello_timeout", "wait_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        if self.min_clients is not None and not 1 <= self.min_clients <= self.num_clients:
-            raise ValueError(f"min_clients must be in 1..{self.num_clients}")
+        if self.min_clients is not None and not 2 <= self.min_clients <= self.largest_round():
+            raise ValueError(f"min_clients must be in 2..{self.largest_round()}, got {self.min_clients}")
+        self.cohort_policy()  # validates cohort, fraction, over-selection
 
-    def _aggregator(self) -> SecureAggregator:
+    def aggregator(self) -> SecureAggregator:
+        """Quantization and SecAgg parameters (sized per round by the coordinator)."""
         return SecureAggregator(
             clip=self.clip,
             max_weight=self.max_weight,
@@ -143,27 +183,52 @@ class FederationSettings:
             mode=self.mode,
         )
 
-    def quantization(self) -> QuantizationConfig:
-        """How clients encode their updates (refuses settings whose sum could wrap)."""
-        return self._aggregator().quantization(self.num_clients)
+    def largest_round(self) -> int:
+        """The most clients one round selects (N, or the over-selected cohort)."""
+        if self.cohort is not None:
+            return max(2, math.ceil(self.over_selection * self.cohort - 1e-9))
+        return self.num_clients
 
-    def secagg_config(self, dimension: int) -> SecAggConfig:
-        """The SecAgg parameters for a model of ``dimension`` (plus one weight element).
+    def cohort_policy(self) -> CohortPolicy:
+        """Who takes part in each round, and when a round may start."""
+        if self.cohort is None and self.cohort_fraction is None:
+            # Every connected client, as soon as all N are connected (or, after wait_timeout,
+            # at least the threshold t of a round of N).
+            minimum = self.secagg_config(1).threshold
+            wanted = self.min_clients or self.num_clients
+            return CohortPolicy(
+                min_clients=max(2, min(minimum, wanted)), wait_for=wanted, seed=self.selection_seed
+            )
+        minimum = self.min_clients or (self.cohort if self.cohort is not None else 2)
+        return CohortPolicy(
+            size=self.cohort,
+            fraction=self.cohort_fraction,
+            over_selection=self.over_selection,
+            min_clients=max(2, minimum),
+            wait_for=self.min_clients,
+            seed=self.selection_seed,
+        )
 
-        Default threshold: a majority of the neighbourhood N (all n clients, or k + 1 over the
-        harary graph), raised to what the security mode requires, at most N.
-        """
-        modulus = self.quantization().modulus
+    def quantization(self, num_clients: int | None = None) -> QuantizationConfig:
+        """How clients encode their updates in a round of ``num_clients`` (default: the largest)."""
+        return self.aggregator().quantization(num_clients or self.largest_round())
 
-        def config(threshold: int) -> SecAggConfig:
-            m = dimension + 1
-            return SecAggConfig(self.num_clients, threshold, m, modulus, self.graph, self.degree, self.mode)
+    def secagg_config(self, dimension: int, num_clients: int | None = None) -> SecAggConfig:
+        """The SecAgg parameters of a round of ``num_clients`` (default: the largest) for a model
+        of ``dimension`` (plus one weight element)."""
+        return self.aggregator().secagg_config(num_clients or self.largest_round(), dimension + 1)
 
-        if self.threshold is not None:
-            return config(self.threshold)
-        size = self.num_clients if self.graph == "complete" else (self.degree or 0) + 1
-        safe = config(size).minimum_safe_threshold()  # t = N passes whenever any t does
-        return config(min(size, max(size // 2 + 1, safe)))
+    def coordinator_settings(self) -> CoordinatorSettings:
+        """The coordinator's view of these settings."""
+        wire = self.training.to_wire()
+        return CoordinatorSettings(
+            rounds=self.rounds,
+            aggregator=self.aggregator(),
+            cohort=self.cohort_policy(),
+            deadlines=Deadlines(self.phase_timeout, self.train_timeout, self.wait_timeout),
+            training=lambda _round: wire,
+            server_learning_rate=self.server_learning_rate,
+        )
 
 
 @dataclass(frozen=True)
@@ -179,26 +244,43 @@ class _Connection:
     ws: ServerConnection
     client_id: int
     closed: bool = False
+    cut: tuple[int, str] | None = None  # (close code, reason) once the server cut it off
     closing: asyncio.Task[None] | None = None  # our close(code, reason), once cut off
 
 
-@dataclass(eq=False)
-class _Round:
-    number: int
-    setup: RoundSetup
-    secagg: SecAggServer
-    members: set[int]
-    report: RoundReport
-    phase: str = Round.ADVERTISE_KEYS.value
+# What the worker thread hands back to the event loop, in order.
+@dataclass(frozen=True)
+class _Send:
+    client: int
+    data: bytes
+    counted: bool  # count into the running round's bytes_down
+
+
+@dataclass(frozen=True)
+class _Cut:
+    client: int
+    code: CloseCode
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class _Closed:
+    closed: RoundClosed
+
+
+_Op = _Send | _Cut | Note | _Closed | FederationDone
+
+_CLOSE_CODES = {"deadline": CloseCode.DEADLINE, "protocol": CloseCode.POLICY_VIOLATION}
 
 
 class FederationServer:
-    """Runs FedAvg rounds with secure aggregation over websockets.
+    """Runs FedAvg rounds with secure aggregation over websockets, for a changing population.
 
     Args:
         model: the server's side of the task (initial vector, evaluation).
         settings: the federation's parameters.
-        roster: active mode: client id -> raw Ed25519 identity public key for ids 1..N.
+        roster: active mode: stable client id -> raw Ed25519 identity public key of every
+            enrolled client (``enrol`` adds more while the server runs).
         checkpoint_path: where to checkpoint after each round and resume from (None: nowhere).
         on_event: called with every ``ServerEvent`` (progress display, logs).
         on_round: called with each round's report and outcome before it is checkpointed; it may
@@ -219,35 +301,71 @@ class FederationServer:
         self.settings = settings
         self.quantization = settings.quantization()
         self.config = settings.secagg_config(model.dimension)
-        if self.quantization.modulus != self.config.modulus:  # pragma: no cover - same source
-            raise ValueError("quantization and SecAgg moduli differ")
-        self.roster = dict(roster) if roster is not None else None
-        RoundSetup(self.config, bytes(32), self.roster)  # validates the roster against the mode
+        if self.config.is_active and roster is None:
+            raise ValueError("the active mode needs a roster of identity public keys")
+        if not self.config.is_active and roster is not None:
+            raise ValueError("a roster is only used in the active mode")
+        for client_id, key in (roster or {}).items():
+            if not 1 <= client_id <= MAX_CLIENTS or len(key) != signatures.PUBLIC_KEY_SIZE:
+                raise ValueError(f"roster entry {client_id}: ids are 1..{MAX_CLIENTS}, keys 32 bytes")
         self.limits = FrameLimits.for_server(self.config)
         self.checkpoint_path = checkpoint_path
         self._on_event = on_event
         self._on_round = on_round
-        self.vector: FloatVector = model.initial_vector()
-        self.next_round = 1
-        self.reports: list[RoundReport] = []
+        vector: FloatVector = model.initial_vector()
+        next_round = 1
+        reports: list[RoundReport] = []
         if checkpoint_path is not None:
             saved = load_checkpoint(checkpoint_path, model.dimension)
             if saved is not None:
-                self.vector, self.next_round = saved.vector, saved.next_round
+                vector, next_round = saved.vector, saved.next_round
                 try:
-                    self.reports = [RoundReport.from_json(r) for r in saved.records]
+                    reports = [RoundReport.from_json(r) for r in saved.records]
                 except (TypeError, ValueError, KeyError) as exc:
                     raise CheckpointError(f"{checkpoint_path}: malformed round records ({exc})") from None
-        self.initial_accuracy = model.evaluate(self.vector)
+        self.coordinator = Coordinator(
+            settings.coordinator_settings(),
+            vector,
+            evaluate=model.evaluate,
+            next_round=next_round,
+            reports=reports,
+            roster=roster,
+        )
+        self.initial_accuracy = model.evaluate(vector)
         self._connections: dict[int, _Connection] = {}
-        self._round: _Round | None = None
+        self._outbox: list[_Op] = []
         self._changed = asyncio.Event()
         self._server: Server | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._finished = False
-        # All SecAgg work (checking and filing messages, advance(), encoding, decoding the sum)
-        # runs in this one thread, never on the event loop, so pings are answered meanwhile.
+        # All coordinator and SecAgg work runs in this one thread, never on the event loop, so
+        # pings are answered meanwhile and one thread at a time touches the round's state.
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="secagg-server")
+        self._stopped = False
+
+    @property
+    def vector(self) -> FloatVector:
+        """The global model."""
+        return self.coordinator.vector
+
+    @property
+    def next_round(self) -> int:
+        """The next FedAvg round to run."""
+        return self.coordinator.next_round
+
+    @property
+    def reports(self) -> list[RoundReport]:
+        """The finished rounds' reports."""
+        return self.coordinator.reports
+
+    @property
+    def roster(self) -> dict[int, bytes] | None:
+        """Active mode: the enrolled identities."""
+        return self.coordinator.roster
+
+    async def enrol(self, roster: Mapping[int, bytes]) -> None:
+        """Active mode: enrol more clients' identity public keys while the server runs."""
+        await self._in_worker(self.coordinator.enrol, roster)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -265,7 +383,7 @@ class FederationServer:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
-            backlog=max(128, 2 * self.config.num_clients),
+            backlog=max(128, 2 * self.settings.largest_round()),
         )
         log.info("listening on %s:%d (%s)", host, self.port, "wss" if ssl_context else "ws")
         if self.next_round > 1:
@@ -286,25 +404,26 @@ class FederationServer:
         """Run the remaining rounds, tell the clients the federation is over; the reports."""
         if self._server is None:
             raise RuntimeError("call start() first")
-        while self.next_round <= self.settings.rounds:
-            await self._wait_for_clients()
-            report = await self._run_round(self.next_round)
-            self.reports.append(report)
-            self.next_round += 1
-            if self.checkpoint_path is not None:
-                checkpoint = Checkpoint(self.next_round, self.vector, [r.to_json() for r in self.reports])
-                save_checkpoint(self.checkpoint_path, checkpoint)
-            # Checkpoint first, then tell the clients: a round they saw complete is never lost.
-            members = self._round.members if self._round is not None else set()
-            end = RoundEnd(report.status, report.reason, len(report.survivors), report.accuracy)
-            await self._broadcast(members, end, report.round)
-            self._round = None
-            self._emit("round_end", report.round, detail=report.status, accuracy=report.accuracy)
-        self._finished = True
-        done = self.next_round - 1
-        await self._broadcast(list(self._connections), Finished(done))
-        await self._close_all(CloseCode.NORMAL, "federation finished")
-        self._emit("finished", done)
+        loop = asyncio.get_running_loop()
+        while not self._finished:
+            if self._outbox:
+                await self._dispatch()
+                continue
+            self._post(await self._in_worker(self._tick, loop.time()))
+            if self._outbox:
+                continue
+            deadline = self.coordinator.next_timeout()
+            self._changed.clear()
+            if self._outbox:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            # asyncio.wait, not wait_for: before Python 3.12, wait_for can swallow a cancellation
+            # (SIGTERM) that arrives just as the event is set.
+            waiter = loop.create_task(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=remaining)
+            finally:
+                waiter.cancel()
         return self.reports
 
     async def serve(
@@ -325,7 +444,162 @@ class FederationServer:
             await self._server.wait_closed()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        self._stopped = True
         self._worker.shutdown(wait=False, cancel_futures=True)
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    async def _in_worker(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run ``function(*args)`` in the worker thread (see the module docstring)."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+
+    def _tick(self, now: float) -> list[_Op]:
+        return self._prepare(self.coordinator.tick(now))
+
+    def _join(self, client_id: int, now: float) -> list[_Op]:
+        return self._prepare(self.coordinator.join(client_id, now))
+
+    def _leave(self, client_id: int, now: float, reason: str, code: int | None) -> list[_Op]:
+        return self._prepare(self.coordinator.leave(client_id, now, reason, code))
+
+    def _on_frame(self, connection: _Connection, data: str | bytes, now: float) -> list[_Op]:
+        """Decode one frame and hand it to the coordinator (in the worker thread)."""
+        client_id = connection.client_id
+        report = self.coordinator.current_report
+        if report is not None and self.coordinator.local_id(client_id) is not None:
+            report.bytes_up += len(data)
+        try:
+            frame = decode_from_client(data, self.limits)
+        except DecodeError as exc:
+            return self._refuse_frame(client_id, now, CloseCode.INVALID_DATA, f"malformed frame: {exc}")
+        message = frame.message
+        if isinstance(message, Hello):
+            return self._refuse_frame(
+                client_id, now, CloseCode.POLICY_VIOLATION, "hello on a registered connection"
+            )
+        if isinstance(message, ClientAbort):
+            log.warning("client %d aborted round %d: %s", client_id, frame.round, message.reason)
+            actions = self.coordinator.client_abort(
+                client_id, frame.round, frame.session, message.sender, message.reason, now
+            )
+        else:
+            actions = self.coordinator.receive(client_id, frame.round, frame.session, message, now)
+        return self._prepare(actions)
+
+    def _refuse_frame(self, client_id: int, now: float, code: CloseCode, reason: str) -> list[_Op]:
+        return [_Cut(client_id, code, reason), *self._leave(client_id, now, reason, int(code))]
+
+    def _prepare(self, actions: list[Action]) -> list[_Op]:
+        """The coordinator's actions as frames and steps for the event loop (in the worker)."""
+        ops: list[_Op] = []
+        encoded: dict[int, bytes] = {}  # one message for many clients is encoded once
+        for action in actions:
+            if isinstance(action, StartTraining):
+                config = action.setup.config
+                self.limits = FrameLimits.for_server(config)
+                start = RoundStart(
+                    config,
+                    action.setup.nonce,
+                    action.setup.roster,
+                    action.quantization,
+                    action.parameters,
+                    {**action.settings, LOCAL_ID: action.local_id},
+                )
+                data = encode(start, round=action.round, session=action.setup.session_id)
+                ops.append(_Send(action.client, data, True))
+            elif isinstance(action, Deliver):
+                key = id(action.message)
+                if key not in encoded:
+                    encoded[key] = encode(action.message, round=action.round, session=action.session)
+                ops.append(_Send(action.client, encoded[key], True))
+            elif isinstance(action, Dismiss):
+                end = RoundEnd("aborted", f"straggler: {action.reason}")
+                ops.append(_Send(action.client, encode(end, round=action.round), False))
+            elif isinstance(action, Disconnect):
+                ops.append(_Cut(action.client, _CLOSE_CODES[action.kind], action.reason))
+            elif isinstance(action, RoundClosed):
+                ops.append(_Closed(action))
+            elif isinstance(action, (Note, FederationDone)):
+                ops.append(action)
+        return ops
+
+    # -- the event loop: carrying out the coordinator's actions ---------------------------------
+
+    def _post(self, ops: list[_Op]) -> None:
+        """Queue steps for ``run``; cut-offs happen at once (also before ``run`` started)."""
+        for op in ops:
+            if isinstance(op, _Cut):
+                connection = self._connections.get(op.client)
+                if connection is not None:
+                    self._cut_off(connection, op.code, op.reason)
+            else:
+                self._outbox.append(op)
+        if ops:
+            self._changed.set()
+
+    async def _dispatch(self) -> None:
+        """Carry out queued steps in order; consecutive sends go out together."""
+        while self._outbox:
+            ops, self._outbox = self._outbox, []
+            batch: list[_Send] = []
+            for op in ops:
+                if isinstance(op, _Send):
+                    batch.append(op)
+                    continue
+                await self._flush(batch)
+                batch = []
+                if isinstance(op, _Cut):
+                    connection = self._connections.get(op.client)
+                    if connection is not None:
+                        self._cut_off(connection, op.code, op.reason)
+                elif isinstance(op, Note):
+                    self._note(op)
+                elif isinstance(op, _Closed):
+                    await self._round_closed(op.closed)
+                elif isinstance(op, FederationDone):
+                    await self._finish(op.rounds_completed)
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Send]) -> None:
+        if batch:
+            await asyncio.gather(*(self._send_frame(op.client, op.data, op.counted) for op in batch))
+
+    def _note(self, note: Note) -> None:
+        if note.kind == "round_start":
+            log.info("round %d starts: %s", note.round, note.detail)
+        elif note.kind == "stragglers":
+            log.info("round %d: %s stragglers", note.round, note.detail)
+        if note.kind not in ("round_end", "finished"):  # emitted with more detail elsewhere
+            self._emit(note.kind, note.round, phase=note.phase, detail=note.detail)
+
+    async def _round_closed(self, closed: RoundClosed) -> None:
+        """Report, checkpoint, then tell the cohort (a round a client saw complete is never lost)."""
+        report = closed.report
+        report.model_sha256 = vector_digest(self.vector)
+        if report.status == "completed":
+            log.info(
+                "round %d completed: %d survivors, accuracy %s",
+                report.round,
+                len(report.survivors),
+                "n/a" if report.accuracy is None else f"{report.accuracy:.4f}",
+            )
+        else:
+            log.warning("round %d aborted: %s", report.round, report.reason)
+        if self._on_round is not None:
+            self._on_round(report, RoundOutcome(closed.start_vector, closed.mean_update))
+        if self.checkpoint_path is not None:
+            done = [r.to_json() for r in self.reports if r.round <= report.round]
+            checkpoint = Checkpoint(report.round + 1, self.vector.copy(), done)
+            await self._in_worker(save_checkpoint, self.checkpoint_path, checkpoint)
+        end = RoundEnd(report.status, report.reason, len(report.survivors), report.accuracy)
+        await self._broadcast(closed.recipients, end, report.round)
+        self._emit("round_end", report.round, detail=report.status, accuracy=report.accuracy)
+
+    async def _finish(self, done: int) -> None:
+        self._finished = True
+        await self._broadcast(list(self._connections), Finished(done))
+        await self._close_all(CloseCode.NORMAL, "federation finished")
+        self._emit("finished", done)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -333,18 +607,19 @@ class FederationServer:
         connection = await self._register(ws)
         if connection is None:
             return
+        loop = asyncio.get_running_loop()
         reason, code = "connection closed", None
         try:
             async for data in ws:
-                cut = await self._in_worker(self._on_frame, connection, data)
-                if cut is not None:
-                    self._cut_off(connection, *cut)
-                self._changed.set()
+                self._post(await self._in_worker(self._on_frame, connection, data, loop.time()))
                 if connection.closed:
                     # Returning would let websockets close with 1000; send our code first.
                     if connection.closing is not None:
                         await asyncio.shield(connection.closing)
-                    return
+                    break
+            else:
+                code = ws.close_code
+                reason = f"client closed the connection (code {code}: {ws.close_reason or 'no reason'})"
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 code = exc.sent.code
@@ -355,15 +630,15 @@ class FederationServer:
             else:
                 code = exc.sent.code if exc.sent is not None else exc.rcvd.code  # type: ignore[union-attr]
                 reason = f"connection failed ({exc})"
-        else:
-            code = ws.close_code
-            reason = f"client closed the connection (code {code}: {ws.close_reason or 'no reason'})"
-        self._forget(connection, code, reason)
+        if connection.cut is not None:
+            code, reason = connection.cut
+        await self._left(connection, code, reason)
 
     async def _register(self, ws: ServerConnection) -> _Connection | None:
         challenge = os.urandom(CHALLENGE_SIZE)
         try:
-            await ws.send(encode(Challenge(challenge, self.config.num_clients, self.config.is_active)))
+            hint = min(max(2, self.settings.largest_round()), MAX_CLIENTS)
+            await ws.send(encode(Challenge(challenge, hint, self.config.is_active)))
             data = await asyncio.wait_for(ws.recv(), self.settings.hello_timeout)
         except (TimeoutError, asyncio.TimeoutError):
             await self._refuse(ws, CloseCode.REGISTRATION_FAILED, "no hello in time")
@@ -379,16 +654,27 @@ class FederationServer:
             await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"expected hello, got {type(hello).__name__}")
             return None
         client_id = hello.client_id
-        if not 1 <= client_id <= self.config.num_clients:
-            await self._refuse(ws, CloseCode.REGISTRATION_FAILED, f"unknown client id {client_id}")
-            return None
-        if self.roster is not None:
+        roster = self.coordinator.roster
+        if roster is not None:
+            key = roster.get(client_id)
+            if key is None:
+                await self._refuse(
+                    ws, CloseCode.REGISTRATION_FAILED, f"unknown client id {client_id} (not enrolled)"
+                )
+                return None
             payload = registration_payload(challenge, client_id)
-            if not signatures.verify(self.roster[client_id], hello.signature, payload):
+            if not signatures.verify(key, hello.signature, payload):
                 await self._refuse(
                     ws, CloseCode.REGISTRATION_FAILED, f"identity proof for client {client_id} failed"
                 )
                 return None
+        elif hello.signature is not None:  # a signature means the client expects a roster
+            await self._refuse(
+                ws,
+                CloseCode.REGISTRATION_FAILED,
+                "identity proof sent, but this server runs the semi_honest mode without a roster",
+            )
+            return None
         if client_id in self._connections:
             await self._refuse(ws, CloseCode.ID_IN_USE, f"client id {client_id} is already connected")
             return None
@@ -396,154 +682,73 @@ class FederationServer:
             await ws.send(encode(Finished(self.next_round - 1)))
             await ws.close(CloseCode.NORMAL, "federation finished")
             return None
-        ws.protocol.max_message_size = self.limits.max_frame_bytes
+        ws.protocol.max_message_size = max(
+            self.limits.max_frame_bytes, FrameLimits.for_server(self.config).max_frame_bytes
+        )
         connection = _Connection(ws, client_id)
         self._connections[client_id] = connection
         try:
             await ws.send(encode(Welcome(client_id, self.next_round, self.settings.rounds)))
         except ConnectionClosed:
-            self._forget(connection, 1006, "connection lost while registering")
+            self._connections.pop(client_id, None)
             return None
         log.info("client %d registered from %s", client_id, ws.remote_address)
         self._emit("registered", client=client_id)
-        self._changed.set()
+        self._post(await self._in_worker(self._join, client_id, asyncio.get_running_loop().time()))
         return connection
 
     async def _refuse(self, ws: ServerConnection, code: CloseCode, reason: str) -> None:
         log.warning("refused a connection from %s: %s (close code %d)", ws.remote_address, reason, code)
         await ws.close(code, reason[:MAX_CLOSE_REASON])
 
-    async def _in_worker(self, function: Callable[..., _T], *args: object) -> _T:
-        """Run ``function(*args)`` in the SecAgg worker thread: one thread, so the round's state
-        is touched by one thread at a time, and the event loop stays free to answer pings."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
-
-    def _on_frame(self, connection: _Connection, data: str | bytes) -> tuple[CloseCode, str] | None:
-        """Check one frame against the connection's binding and the round, then feed SecAgg.
-
-        Runs in the worker thread; returns the close code and reason when the sender is cut off.
-        """
-        current = self._round
-        if current is not None and connection.client_id in current.members:
-            current.report.bytes_up += len(data)
-        try:
-            frame = decode_from_client(data, self.limits)
-        except DecodeError as exc:
-            return (CloseCode.INVALID_DATA, f"malformed frame: {exc}")
-        message, client_id = frame.message, connection.client_id
-        if isinstance(message, Hello):
-            return (CloseCode.POLICY_VIOLATION, "hello on a registered connection")
-        sender = getattr(message, "sender", None)
-        if sender != client_id:
-            return (
-                CloseCode.POLICY_VIOLATION,
-                f"impersonation: message claims sender {sender} on the connection of client {client_id}",
-            )
-        if current is None or client_id not in current.members:
-            return (CloseCode.POLICY_VIOLATION, "protocol message while not in a round")
-        if frame.round != current.number or frame.session != current.setup.session_id:
-            return (
-                CloseCode.POLICY_VIOLATION,
-                f"wrong round: message for round {frame.round} (session {frame.session.hex()[:8] or '-'}), "
-                f"current round {current.number} (session {current.setup.session_id.hex()[:8]})",
-            )
-        if isinstance(message, ClientAbort):
-            log.warning("client %d aborted round %d: %s", client_id, current.number, message.reason)
-            current.members.discard(client_id)
-            current.report.dropped.append(
-                DropRecord(client_id, current.phase, f"client aborted: {message.reason}", None)
-            )
-            return None
-        secagg = current.secagg
-        rejected = len(secagg.rejected)
-        secagg.receive(message)
-        drop = secagg.dropped.get(client_id)
-        if drop is not None:
-            return (CloseCode.POLICY_VIOLATION, f"dropped in {drop.round.value}: {drop.reason}")
-        if len(secagg.rejected) > rejected:
-            return (CloseCode.POLICY_VIOLATION, f"rejected: {secagg.rejected[-1].reason}")
-        return None
-
     def _cut_off(self, connection: _Connection, code: CloseCode, reason: str) -> None:
-        """Close a misbehaving or late client's connection and record why."""
+        """Close a misbehaving or late client's connection; its handler then reports it gone."""
         if connection.closed:
             return
-        self._forget(connection, int(code), reason)
+        connection.closed = True
+        connection.cut = (int(code), reason)
+        if self._connections.get(connection.client_id) is connection:
+            del self._connections[connection.client_id]
         task = asyncio.get_running_loop().create_task(connection.ws.close(code, reason[:MAX_CLOSE_REASON]))
         connection.closing = task
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def _forget(self, connection: _Connection, code: int | None, reason: str) -> None:
-        """The connection is gone: unbind its id, take it out of the round, record why."""
-        if connection.closed:
-            return
+    async def _left(self, connection: _Connection, code: int | None, reason: str) -> None:
+        """The connection is gone: unbind its id, tell the coordinator, log why."""
         connection.closed = True
         client_id = connection.client_id
         if self._connections.get(client_id) is connection:
             del self._connections[client_id]
-        current = self._round
-        if current is not None and client_id in current.members:
-            current.members.discard(client_id)
-            current.report.dropped.append(DropRecord(client_id, current.phase, reason, code))
-            log.warning(
-                "round %d, %s: client %d dropped: %s (close code %s)",
-                current.number,
-                current.phase,
-                client_id,
-                reason,
-                code,
-            )
-        else:
-            log.log(
-                logging.WARNING if code not in (1000, 1001) else logging.INFO,
-                "client %d left: %s (close code %s)",
-                client_id,
-                reason,
-                code,
-            )
+        in_round = self.coordinator.local_id(client_id) is not None
+        log.log(
+            logging.WARNING if in_round or code not in (1000, 1001) else logging.INFO,
+            "client %d left%s: %s (close code %s)",
+            client_id,
+            " during a round" if in_round else "",
+            reason,
+            code,
+        )
+        if not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._post(await self._in_worker(self._leave, client_id, loop.time(), reason, code))
         self._emit("left", client=client_id, detail=reason)
-        self._changed.set()
 
     async def _close_all(self, code: CloseCode, reason: str) -> None:
-        connections = list(self._connections.values())
-        for connection in connections:
+        for connection in list(self._connections.values()):
             self._cut_off(connection, code, reason)
         if self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def _send(
-        self,
-        client_id: int,
-        message: object,
-        round_number: int = 0,
-        session: bytes = b"",
-        report: RoundReport | None = None,
-    ) -> None:
-        """Send one message; count its bytes into ``report``; cut off a client that stalls."""
-        if client_id in self._connections:
-            await self._send_frame(client_id, encode(message, round=round_number, session=session), report)
-
-    @staticmethod
-    def _encode_all(outgoing: Mapping[int, object], round_number: int, session: bytes) -> dict[int, bytes]:
-        """Encode a phase's messages (in the worker thread); one message shared by many clients,
-        such as the round start with its model, is encoded once."""
-        encoded: dict[int, bytes] = {}
-        frames: dict[int, bytes] = {}
-        for client_id, message in outgoing.items():
-            key = id(message)
-            if key not in encoded:
-                encoded[key] = encode(message, round=round_number, session=session)
-            frames[client_id] = encoded[key]
-        return frames
-
-    async def _send_frame(self, client_id: int, data: bytes, report: RoundReport | None = None) -> None:
+    async def _send_frame(self, client_id: int, data: bytes, counted: bool = False) -> None:
+        """Send one frame; count it into the round's bytes; cut off a client that stalls."""
         connection = self._connections.get(client_id)
         if connection is None:
             return
-        if report is not None:
+        report = self.coordinator.current_report
+        if counted and report is not None:
             report.bytes_down += len(data)
         try:
             await asyncio.wait_for(connection.ws.send(data), self.settings.phase_timeout)
@@ -553,9 +758,8 @@ class FederationServer:
             pass  # the handler records the disconnection
 
     async def _broadcast(self, client_ids: Iterable[int], message: object, round_number: int = 0) -> None:
-        await asyncio.gather(*(self._send(i, message, round_number) for i in sorted(client_ids)))
-
-    # -- rounds ---------------------------------------------------------------------------------
+        data = encode(message, round=round_number)
+        await asyncio.gather(*(self._send_frame(i, data) for i in sorted(client_ids)))
 
     def _emit(
         self,
@@ -572,124 +776,3 @@ class FederationServer:
         number = self.next_round if round_number is None else round_number
         event = ServerEvent(kind, number, len(self._connections), phase, detail, client, accuracy)
         self._on_event(event)
-
-    async def _wait_until(self, condition: Callable[[], bool], deadline: float | None) -> bool:
-        """Wait until ``condition()`` or the loop time ``deadline``; the condition's last value."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._changed.clear()
-            if condition():
-                return True
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return False
-            # asyncio.wait, not wait_for: before Python 3.12, wait_for can swallow a cancellation
-            # (SIGTERM) that arrives just as the event is set.
-            waiter = loop.create_task(self._changed.wait())
-            try:
-                await asyncio.wait({waiter}, timeout=remaining)
-            finally:
-                waiter.cancel()
-
-    async def _wait_for_clients(self) -> None:
-        """Until min_clients are connected, or wait_timeout passed with at least t connected."""
-        wanted = self.settings.min_clients or self.config.num_clients
-        t = self.config.threshold
-        loop = asyncio.get_running_loop()
-        if len(self._connections) < wanted:
-            self._emit("waiting", detail=f"{len(self._connections)} of {wanted} clients connected")
-        deadline = loop.time() + self.settings.wait_timeout
-        if await self._wait_until(lambda: len(self._connections) >= wanted, deadline):
-            return
-        if len(self._connections) < t:
-            log.warning(
-                "round %d waits for at least t=%d clients (%d connected)",
-                self.next_round,
-                t,
-                len(self._connections),
-            )
-        await self._wait_until(lambda: len(self._connections) >= t, None)
-
-    async def _run_round(self, number: int) -> RoundReport:
-        loop = asyncio.get_running_loop()
-        setup = RoundSetup(self.config, os.urandom(32), self.roster)
-        members = set(self._connections)
-        report = RoundReport(number, "aborted", participants=sorted(members))
-        current = _Round(number, setup, SecAggServer(setup), members, report)
-        self._round = current
-        start_vector = self.vector.copy()
-        log.info("round %d starts with %d clients", number, len(members))
-        self._emit("round_start", number)
-        start = RoundStart(
-            self.config,
-            setup.nonce,
-            self.roster,
-            self.quantization,
-            start_vector,
-            self.settings.training.to_wire(),
-        )
-        session = setup.session_id
-        secagg = current.secagg
-        outgoing: Mapping[int, object] = dict.fromkeys(members, start)
-        for phase in rounds_of(self.config.is_active):
-            # A phase begins before its prompts go out, so observers (the demo's and the tests'
-            # client killers) act before any client can answer in it.
-            current.phase = phase.value
-            self._emit("phase", number, phase=phase.value)
-            begin = loop.time()
-            frames = await self._in_worker(self._encode_all, outgoing, number, session)
-            await asyncio.gather(
-                *(self._send_frame(i, f, report) for i, f in sorted(frames.items()) if i in current.members)
-            )
-            timeout = self.settings.phase_timeout
-            if phase is Round.ADVERTISE_KEYS:
-                timeout += self.settings.train_timeout
-            await self._wait_until(lambda: not (secagg.waiting_for & current.members), loop.time() + timeout)
-            for client_id in sorted(secagg.waiting_for & current.members):
-                connection = self._connections.get(client_id)
-                if connection is not None:
-                    reason = f"missed the {phase.value} deadline ({timeout:g}s)"
-                    self._cut_off(connection, CloseCode.DEADLINE, reason)
-            try:
-                outgoing = await self._in_worker(secagg.advance)
-            except AbortedError as exc:
-                report.seconds[phase.value] = round(loop.time() - begin, 4)
-                report.reason = str(exc)
-                log.warning("round %d aborted: %s", number, exc)
-                return self._finish(report, start_vector, None)
-            report.seconds[phase.value] = round(loop.time() - begin, 4)
-        begin = loop.time()
-        assert secagg.result is not None
-        report.survivors = sorted(secagg.survivors)
-        try:
-            decoded = await self._in_worker(
-                decode_weighted_sum, secagg.result, self.quantization, len(report.survivors)
-            )
-        except ValueError as exc:
-            report.reason = f"the aggregate is not a sum of valid updates: {exc}"
-            log.error("round %d: %s", number, report.reason)
-            return self._finish(report, start_vector, None)
-        self.vector = start_vector + self.settings.server_learning_rate * decoded.mean
-        report.status = "completed"
-        report.error_bound = decoded.error_bound
-        report.total_weight = decoded.total_weight
-        report.accuracy = self.model.evaluate(self.vector)
-        report.seconds["aggregate"] = round(loop.time() - begin, 4)
-        log.info(
-            "round %d completed: %d survivors, accuracy %s",
-            number,
-            len(report.survivors),
-            "n/a" if report.accuracy is None else f"{report.accuracy:.4f}",
-        )
-        return self._finish(report, start_vector, decoded.mean)
-
-    def _finish(
-        self, report: RoundReport, start_vector: FloatVector, mean: FloatVector | None
-    ) -> RoundReport:
-        if report.status == "aborted":
-            report.accuracy = self.model.evaluate(self.vector)
-            report.survivors = []
-        report.model_sha256 = vector_digest(self.vector)
-        if self._on_round is not None:
-            self._on_round(report, RoundOutcome(start_vector, None if mean is None else np.asarray(mean)))
-        return report

@@ -28,6 +28,9 @@ from secagg import SecAggConfig
 FloatVector = npt.NDArray[np.float64]
 Setting = bool | int | float | str
 CHALLENGE_SIZE = 32
+LOCAL_ID = "local_id"
+"""The ``RoundStart.settings`` key that gives a cohort member its round-local SecAgg id (1..n);
+a client's stable id (``Hello``) stays the same across rounds."""
 
 
 def registration_payload(challenge: bytes, client_id: int) -> bytes:

@@ -27,7 +27,7 @@ from transport.errors import CloseCode
 from transport.identity import generate_identities, load_identity_key, load_roster
 from transport.server import FederationServer, FederationSettings
 from transport.tasks import DigitsTask, TrainingSettings
-from transport.wire import Hello, RoundStart, registration_payload
+from transport.wire import LOCAL_ID, Hello, RoundStart, registration_payload
 
 
 def test_secure_federation_matches_plaintext_fedavg_within_the_quantization_bound(
@@ -145,7 +145,7 @@ def round_start(nonce: bytes, **changes: object) -> tuple[Frame, RoundStart]:
         "roster": None,
         "quantization": QuantizationConfig(1.0, 20, config.modulus, config.num_clients, 64),
         "parameters": np.zeros(dimension),
-        "settings": TrainingSettings().to_wire(),
+        "settings": {**TrainingSettings().to_wire(), LOCAL_ID: 3},
     }
     fields.update(changes)
     start = RoundStart(**fields)  # type: ignore[arg-type]
@@ -161,8 +161,9 @@ def round_start(nonce: bytes, **changes: object) -> tuple[Frame, RoundStart]:
         ({"config": SecAggConfig(5, 3, 3)}, "vector length 3"),
         ({"parameters": np.full(4, np.nan)}, "NaN"),
         ({"quantization": "small"}, "headroom for 2 clients"),
-        ({"config": SecAggConfig(2, 2, 5, collusion_fraction=0.0)}, "this client is 3"),
-        ({"settings": {"epochs": 1}}, "training settings"),
+        ({"config": SecAggConfig(2, 2, 5, collusion_fraction=0.0)}, "round-local id 3 is outside 1..2"),
+        ({"settings": {"epochs": 1, LOCAL_ID: 3}}, "training settings"),
+        ({"settings": TrainingSettings().to_wire()}, "no round-local id"),
     ],
 )
 def test_clients_refuse_a_round_start_they_cannot_trust(change: dict[str, object], problem: str) -> None:
