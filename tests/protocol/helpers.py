@@ -35,8 +35,8 @@ from secagg import (
     SecAggConfig,
     SecAggServer,
 )
-from secagg.messages import ClientMessage, PublicKeys, ServerMessage
-from secagg.primitives import signatures
+from secagg.messages import ClientMessage, PublicKeys, ServerMessage, ShareKeys, UnmaskingShares
+from secagg.primitives import aead, shamir, signatures
 from secagg.primitives.field import DEFAULT_MODULUS, FieldVector
 from secagg.session import NONCE_SIZE
 from secagg.simulate import seeded_random_bytes
@@ -204,6 +204,15 @@ class Federation:
         return PublicKeys(adv.c_pk, adv.s_pk, adv.signature)  # type: ignore[union-attr]
 
 
+    def revealed(self) -> dict[int, set[int]]:
+        """Client -> the owners whose shares (of b or of s_SK) it sent in the unmasking round."""
+        out: dict[int, set[int]] = {}
+        for u, reply in self.sent.get(Round.UNMASKING, {}).items():
+            assert isinstance(reply, UnmaskingShares)
+            out[u] = set(reply.self_mask_shares) | set(reply.secret_key_shares)
+        return out
+
+
 # -- message surgery ---------------------------------------------------------------------------
 
 
@@ -213,6 +222,56 @@ def swap(replies: Mapping[int, ClientMessage], sender: int, *messages: object) -
     for i, reply in sorted(replies.items()):
         out.extend(messages if i == sender else (reply,))
     return out
+
+
+def _bundle_channel(fed: Federation, sender: int, recipient: int) -> tuple[bytes, dict[str, Any]]:
+    # A malicious dealer knows its own channel keys: the test reads them from its client object.
+    key = fed.clients[sender]._channel_keys[recipient]
+    where = {
+        "session_id": fed.setup.session_id,
+        "sender": sender,
+        "recipient": recipient,
+        "round_index": Round.SHARE_KEYS.number,
+    }
+    return key, where
+
+
+def open_bundle(fed: Federation, sender: int, recipient: int, ciphertext: bytes) -> tuple[bytes, bytes]:
+    """(share of s_SK, share of b) in ``sender``'s bundle to ``recipient``, as the dealer sees it."""
+    key, where = _bundle_channel(fed, sender, recipient)
+    plaintext = aead.decrypt(key, ciphertext, **where)
+    return plaintext[8:40], plaintext[40:72]
+
+
+def seal_bundle(fed: Federation, sender: int, recipient: int, sk_share: bytes, b_share: bytes) -> bytes:
+    """A bundle that opens, sealed by ``sender`` with shares of its choice (a malicious dealer)."""
+    key, where = _bundle_channel(fed, sender, recipient)
+    plaintext = sender.to_bytes(4, "big") + recipient.to_bytes(4, "big") + sk_share + b_share
+    return aead.encrypt(key, plaintext, **where)
+
+
+def shifted(share: bytes, by: int = 1) -> bytes:
+    """Another share in range: ``share + by`` mod the Shamir prime (a wrong but valid share)."""
+    return shamir.encode_element((shamir.decode_element(share) + by) % shamir.PRIME)
+
+
+def deal_wrong_shares(
+    fed: Federation, reply: ShareKeys, *, wrong_b: Iterable[int] = (), wrong_sk: Iterable[int] = ()
+) -> ShareKeys:
+    """``reply`` re-sealed with a wrong (in-range) share of b for the holders ``wrong_b`` and of
+    s_SK for ``wrong_sk``: every bundle still opens, so no recipient can tell."""
+    wrong_b, wrong_sk = set(wrong_b), set(wrong_sk)
+    ciphertexts = dict(reply.ciphertexts)
+    for v in sorted(wrong_b | wrong_sk):
+        sk_share, b_share = open_bundle(fed, reply.sender, v, ciphertexts[v])
+        ciphertexts[v] = seal_bundle(
+            fed,
+            reply.sender,
+            v,
+            shifted(sk_share, v) if v in wrong_sk else sk_share,
+            shifted(b_share, v) if v in wrong_b else b_share,
+        )
+    return ShareKeys(reply.sender, ciphertexts)
 
 
 def forge(cls: type, **fields: Any) -> Any:

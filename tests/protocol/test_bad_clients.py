@@ -19,7 +19,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from helpers import SMALL_ORDER_POINTS, Federation, config, forge, swap
+from helpers import (
+    SMALL_ORDER_POINTS,
+    Federation,
+    config,
+    deal_wrong_shares,
+    forge,
+    shifted,
+    swap,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
@@ -28,26 +36,34 @@ from secagg import AbortedError, LocalProtocolError, RemoteProtocolError, Round,
 from secagg.messages import (
     BUNDLE_SIZE,
     AdvertiseKeys,
+    BundleReport,
     ClientMessage,
     ConsistencyRequest,
     ConsistencySignature,
     KeyList,
     MaskedInput,
+    MaskingRequest,
     PublicKeys,
     ShareBundles,
     ShareKeys,
     UnmaskingRequest,
     UnmaskingShares,
 )
-from secagg.primitives import shamir, signatures
+from secagg.primitives import commitment, shamir, signatures
 from secagg.simulate import seeded_random_bytes
-from secagg.state import rounds_of
+from secagg.state import PROTOCOL_ROUNDS, SERVER_EXPECTS, rounds_of
 
 BAD = 2
 SEMI_HONEST = config(5, 3)
 HARARY = config(9, 3, graph="harary", degree=4)
 ACTIVE = config(7, 5, mode="active")
-AFTER_INPUT = (Round.MASKED_INPUT, Round.CONSISTENCY_CHECK, Round.UNMASKING)
+# The rounds from the masked input on: a client's input, once added, stays in the sum.
+AFTER_INPUT = PROTOCOL_ROUNDS[PROTOCOL_ROUNDS.index(Round.MASKED_INPUT) :]
+
+
+def flip_bit_255(key: bytes) -> bytes:
+    """Another encoding of the same X25519 public key."""
+    return key[:31] + bytes([key[31] ^ 0x80])
 
 
 def fresh_key(label: str) -> bytes:
@@ -195,23 +211,30 @@ def test_any_array_as_masked_input_is_refused_or_summed_exactly(vector: np.ndarr
 # -- wrong round, duplicates ---------------------------------------------------------------------
 
 
-def _other_round_message(kind: type) -> object:
-    return {
-        AdvertiseKeys: AdvertiseKeys(BAD, fresh_key("c"), fresh_key("s")),
-        ShareKeys: ShareKeys(BAD, {}),
-        MaskedInput: MaskedInput(BAD, np.zeros(8, dtype=np.uint64)),
-        ConsistencySignature: ConsistencySignature(BAD, bytes(64)),
-        UnmaskingShares: UnmaskingShares(BAD, {}, {}),
-    }[kind]
+def _advertise(sender: int) -> AdvertiseKeys:
+    seed = seeded_random_bytes(0, "seed")(32)
+    return AdvertiseKeys(
+        sender, fresh_key("c"), fresh_key("s"), None, commitment.commit(bytes(32), sender, seed)
+    )
 
 
-_EXPECTED = {
-    Round.ADVERTISE_KEYS: AdvertiseKeys,
-    Round.SHARE_KEYS: ShareKeys,
-    Round.MASKED_INPUT: MaskedInput,
-    Round.CONSISTENCY_CHECK: ConsistencySignature,
-    Round.UNMASKING: UnmaskingShares,
+# One well-formed message of each client message type (a KeyError here: a new message type needs
+# an example).
+_EXAMPLES: dict[type, Callable[[], object]] = {
+    AdvertiseKeys: lambda: _advertise(BAD),
+    ShareKeys: lambda: ShareKeys(BAD, {}),
+    BundleReport: lambda: BundleReport(BAD, frozenset()),
+    MaskedInput: lambda: MaskedInput(BAD, np.zeros(8, dtype=np.uint64)),
+    ConsistencySignature: lambda: ConsistencySignature(BAD, bytes(64)),
+    UnmaskingShares: lambda: UnmaskingShares(BAD, {}, {}),
 }
+
+
+def _other_round_message(kind: type) -> object:
+    return _EXAMPLES[kind]()
+
+
+_EXPECTED = SERVER_EXPECTS
 WRONG_ROUND = [
     (cfg, at, kind)
     for cfg in (SEMI_HONEST, ACTIVE)
@@ -311,11 +334,15 @@ def test_messages_from_a_dropped_client_are_ignored() -> None:
 
     fed.step(replace_reply(BAD, missing_one))
     assert_dropped(fed, BAD, Round.SHARE_KEYS, "missing [1]")
+    late_report = BundleReport(BAD, frozenset({1}))  # it cannot get anyone excluded either
+    fed.step(lambda replies: [late_report, *replies.values()])
+    assert 1 not in fed.server.dropped
     late_input = MaskedInput(BAD, fed.inputs[BAD])
     fed.step(lambda replies: [late_input, *replies.values(), late_input])
     late_shares = UnmaskingShares(BAD, {u: bytes(32) for u in range(1, 6)}, {})
     fed.step(lambda replies: [late_shares, *replies.values()])
     assert [(r.round, r.sender) for r in fed.server.rejected] == [
+        (Round.REPORT_BUNDLES, BAD),
         (Round.MASKED_INPUT, BAD),
         (Round.MASKED_INPUT, BAD),
         (Round.UNMASKING, BAD),
@@ -377,26 +404,109 @@ def test_share_keys_with_wrong_recipients_drops_its_sender(case: str) -> None:
     finish_exact(fed)
 
 
-def test_junk_bundles_make_the_recipients_refuse_and_the_round_abort() -> None:
-    """The server cannot open bundles: a client that sends junk to the right recipients makes
-    each of them refuse in round 2 (for them it is a forged bundle). Its neighbourhood then
-    holds too few shares, so the round aborts: a denial of service, never a wrong sum."""
-    for cfg in (HARARY, config(9, 3, graph="harary", degree=2), SEMI_HONEST):
-        fed = Federation(cfg)
-        fed.run_to(Round.SHARE_KEYS)
+def _junk(reply: ClientMessage) -> object:
+    assert isinstance(reply, ShareKeys)
+    return ShareKeys(reply.sender, {v: _junk_bundle() for v in reply.ciphertexts})
 
-        def junk(reply: ClientMessage) -> object:
-            assert isinstance(reply, ShareKeys)
-            return ShareKeys(BAD, {v: _junk_bundle() for v in reply.ciphertexts})
 
-        fed.step(replace_reply(BAD, junk))
-        assert BAD not in fed.server.dropped  # the server could not tell
-        with pytest.raises(AbortedError) as info:
-            fed.finish()
-        assert "threshold" in info.value.reason and fed.server.result is None
-        refused = {u for u, e in fed.aborted.items() if e.round == Round.MASKED_INPUT.value}
-        assert refused == fed.setup.graph.neighbours(BAD)
-        assert all("failed authentication" in fed.aborted[u].reason for u in refused)
+@pytest.mark.parametrize("cfg", [HARARY, SEMI_HONEST, ACTIVE], ids=["harary", "complete", "active"])
+def test_junk_bundles_get_their_sender_excluded_and_the_round_completes(cfg: SecAggConfig) -> None:
+    """The server cannot open bundles, so it routes junk; each recipient reports the sender in
+    the report round, the server excludes it as if it had dropped in round 1, and the round
+    completes over the others with the exact sum. Nobody reveals a share of the excluded client
+    (its input is not in the sum, so its secrets must stay secret)."""
+    fed = Federation(cfg)
+    fed.run_to(Round.SHARE_KEYS)
+    fed.step(replace_reply(BAD, _junk))
+    assert BAD not in fed.server.dropped  # the server could not tell
+    fed.step()  # the report round
+    accusers = fed.setup.graph.neighbours(BAD)
+    assert {u: r.accused for u, r in fed.sent[Round.REPORT_BUNDLES].items() if r.accused} == {  # type: ignore[union-attr]
+        u: frozenset({BAD}) for u in accusers
+    }
+    assert fed.server.accusations == {BAD: accusers}
+    assert_dropped(fed, BAD, Round.REPORT_BUNDLES, "excluded")
+    assert BAD not in fed.server.u2 and BAD not in fed.requests
+    for u, request in fed.requests.items():
+        assert isinstance(request, MaskingRequest)
+        assert request.excluded == (frozenset({BAD}) if u in accusers else frozenset())
+    finish_exact(fed)
+    assert fed.server.survivors == frozenset(range(1, cfg.num_clients + 1)) - {BAD}
+    assert all(BAD not in owners for owners in fed.revealed().values())
+    assert BAD in fed.server.misbehaving and "excluded" in fed.server.misbehaving[BAD]
+
+
+@pytest.mark.parametrize("how", ["to one neighbour", "to half of them"])
+def test_junk_to_some_recipients_is_enough_to_exclude_the_sender(how: str) -> None:
+    """A sender cannot make part of its neighbourhood use its shares and the rest not: one
+    accusation excludes it for everyone, who then forget the shares it did deal them."""
+    fed = Federation(HARARY)
+    fed.run_to(Round.SHARE_KEYS)
+    targets = sorted(fed.setup.graph.neighbours(BAD))[: 1 if how == "to one neighbour" else 2]
+
+    def partial(reply: ClientMessage) -> object:
+        assert isinstance(reply, ShareKeys)
+        bundles = reply.ciphertexts
+        return ShareKeys(BAD, {v: _junk_bundle() if v in targets else c for v, c in bundles.items()})
+
+    fed.step(replace_reply(BAD, partial))
+    fed.step()
+    assert fed.server.accusations == {BAD: frozenset(targets)}
+    for u in fed.setup.graph.neighbours(BAD):  # told, accuser or not
+        assert fed.requests[u] == MaskingRequest(u, frozenset({BAD}))
+    finish_exact(fed)
+    assert BAD not in fed.server.survivors
+    assert all(BAD not in owners for owners in fed.revealed().values())
+
+
+def test_junk_that_leaves_a_neighbourhood_below_t_aborts_with_the_count() -> None:
+    """Complete graph n=5, t=4: two junk senders leave each honest client 3 < t of its
+    neighbourhood; the honest clients refuse to mask and the server has too few: a clean abort."""
+    cfg = config(5, 4)
+    fed = Federation(cfg)
+    fed.run_to(Round.SHARE_KEYS)
+    fed.step(lambda replies: [_junk(r) if u in (1, BAD) else r for u, r in sorted(replies.items())])
+    with pytest.raises(AbortedError) as info:
+        fed.finish()
+    assert info.value.round == Round.REPORT_BUNDLES.value
+    assert "after excluding 2 accused" in info.value.reason and "threshold is 4" in info.value.reason
+    assert fed.server.result is None and fed.server.accusations.keys() == {1, BAD}
+
+
+def test_a_report_accusing_a_client_that_sent_it_no_bundle_drops_the_reporter() -> None:
+    """Only a recipient can accuse: the server knows who sent bundles to whom (U2 neighbours)."""
+    graph = Federation(HARARY).setup.graph
+    gone = sorted(graph.neighbours(BAD))[0]
+    stranger = min(set(range(1, 10)) - graph.closed_neighbourhood(BAD))
+    for accused in ({stranger}, {gone}, {10}, {1, stranger}):
+        probe = Federation(HARARY)
+        probe.run_to(Round.SHARE_KEYS)
+        probe.silent.add(gone)
+        probe.step()
+        probe.silent.discard(gone)
+        probe.step(replace_reply(BAD, lambda reply, a=accused: BundleReport(BAD, frozenset(a))))  # type: ignore[misc]
+        assert_dropped(probe, BAD, Round.REPORT_BUNDLES, "accused clients that sent it no share bundle")
+        assert probe.server.accusations == {}, f"accusing {accused} excluded someone"
+        assert set(probe.server.dropped) == {BAD}
+        finish_exact(probe)
+        assert probe.server.survivors == frozenset(range(1, 10)) - {BAD, gone}
+
+
+def test_a_false_accuser_excludes_only_whom_it_accuses_and_learns_nothing() -> None:
+    """BAD accuses an honest neighbour whose bundle opened fine. That neighbour is excluded (the
+    server cannot tell who lies: the cost is one honest client per accusation), the accuser stays
+    in the round, and no share of the accused is revealed to anyone."""
+    fed = Federation(HARARY)
+    fed.run_to(Round.REPORT_BUNDLES)
+    victim = sorted(fed.setup.graph.neighbours(BAD))[0]
+    fed.step(replace_reply(BAD, lambda reply: BundleReport(BAD, frozenset({victim}))))
+    assert fed.server.accusations == {victim: frozenset({BAD})}
+    assert set(fed.server.dropped) == {victim}
+    finish_exact(fed)
+    assert fed.server.survivors == frozenset(range(1, 10)) - {victim}
+    assert BAD in fed.server.survivors
+    assert all(victim not in owners for owners in fed.revealed().values())
+    assert victim not in fed.server.u2
 
 
 # -- round 4: bad unmasking shares ---------------------------------------------------------------
@@ -458,35 +568,107 @@ def test_out_of_range_share_drops_its_sender(which: str, value: int) -> None:
 
 
 def test_wrong_s_sk_share_in_range_aborts_instead_of_releasing_a_wrong_sum() -> None:
-    """A wrong (in-range) share of a dropped client's s_SK reconstructs a key that does not match
-    its advertised s_PK: the server must abort rather than subtract the wrong masks."""
+    """A wrong (in-range) share of a dropped client's s_SK, with no spare share to decode around
+    it (4 holders, t=3): the reconstructed key does not match the advertised s_PK, so the server
+    aborts naming the client rather than subtract the wrong masks."""
     fed = _unmasking_with_a_dropout()
 
     def off_by_one(b: dict[int, bytes], sk: dict[int, bytes]) -> None:
-        sk[5] = ((int.from_bytes(sk[5], "big") + 1) % shamir.PRIME).to_bytes(32, "big")
+        sk[5] = shifted(sk[5])
 
     with pytest.raises(AbortedError) as info:
         fed.step(replace_reply(1, _shares(off_by_one)))
-    assert info.value.round == Round.UNMASKING.value and "s_PK" in info.value.reason
+    assert info.value.round == Round.UNMASKING.value
+    assert "s_SK of dropped client 5 cannot be reconstructed" in info.value.reason, info.value.reason
     assert fed.server.result is None and fed.server.round is Round.ABORTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: nothing binds b_u, so an in-range wrong share of it is undetectable with t "
-    "shares; with more than t the server could check they lie on one polynomial (not done)",
-)
-def test_wrong_b_share_in_range_is_detected() -> None:
+def test_wrong_b_share_in_range_without_a_spare_share_aborts_naming_the_client() -> None:
+    """Formerly a known gap (a strict xfail): nothing bound b_u, so a wrong share of it silently
+    corrupted the sum. Now b_u opens its round-0 commitment or the round aborts."""
     fed = _unmasking_with_a_dropout()
 
     def off_by_one(b: dict[int, bytes], sk: dict[int, bytes]) -> None:
-        b[3] = ((int.from_bytes(b[3], "big") + 1) % shamir.PRIME).to_bytes(32, "big")
+        b[3] = shifted(b[3])
 
-    try:
+    with pytest.raises(AbortedError) as info:
         fed.step(replace_reply(1, _shares(off_by_one)))
-    except AbortedError:
-        return
+    assert info.value.round == Round.UNMASKING.value
+    assert "self-mask seed b of client 3 cannot be reconstructed" in info.value.reason, info.value.reason
+    assert fed.server.result is None and fed.server.round is Round.ABORTED
+
+
+ROBUST = config(7, 4)  # 7 holders of each secret, t=4: one wrong share can be decoded around
+
+
+@pytest.mark.parametrize("which", ["b", "s_SK", "both"])
+@pytest.mark.parametrize("liar", [1, 6], ids=["among-the-lowest-t", "outside-the-lowest-t"])
+def test_wrong_shares_in_range_are_decoded_around_and_their_holder_named(which: str, liar: int) -> None:
+    """With more than t shares, the server decodes around a wrong share: the sum is exact, and
+    the liar is named in ``wrong_shares`` when its share was looked at (a share outside the
+    lowest t is not needed when those t open the commitment)."""
+    fed = Federation(ROBUST)
+    fed.run_to(Round.MASKED_INPUT)
+    fed.silent.add(7)  # in U2 \ U3: its s_SK is reconstructed
+    fed.step()
+    holders_of_7 = {1, 2, 3, 4, 5, 6}
+
+    def edit(reply: ClientMessage) -> object:
+        assert isinstance(reply, UnmaskingShares)
+        b, sk = dict(reply.self_mask_shares), dict(reply.secret_key_shares)
+        if which in ("b", "both"):
+            b[3] = shifted(b[3], 12345)
+        if which in ("s_SK", "both"):
+            sk[7] = shifted(sk[7], 99)
+        return UnmaskingShares(reply.sender, b, sk)
+
+    fed.step(replace_reply(liar, edit))
     fed.assert_exact()
+    assert liar in fed.server.survivors and liar not in fed.server.dropped
+    owners = {"b": {3}, "s_SK": {7}, "both": {3, 7}}[which]
+    lowest_t = set(sorted(holders_of_7)[: ROBUST.threshold])
+    if liar in lowest_t:
+        assert fed.server.wrong_shares == {liar: owners}
+        assert "inconsistent" in fed.server.misbehaving[liar]
+    else:
+        assert fed.server.wrong_shares == {}
+
+
+@pytest.mark.parametrize("which", ["b", "s_SK"])
+@pytest.mark.parametrize("wrong", [1, 2, 3])
+def test_a_dealer_sharing_inconsistently_is_decoded_around_or_named(which: str, wrong: int) -> None:
+    """A malicious dealer seals wrong (in-range) shares in bundles that open, so no recipient can
+    tell in the report round. At unmasking the server decodes around them when there are few
+    enough ((N - t) / 2: here 1 of 6 or 7 holders), else aborts naming the dealer: never a wrong
+    sum. For s_SK the dealer must drop after sharing (only then is s_SK reconstructed)."""
+    fed = Federation(ROBUST)
+    fed.run_to(Round.SHARE_KEYS)
+    holders = sorted(set(range(1, 8)) - {BAD})[:wrong]  # among the lowest t: always looked at
+
+    def cheat(reply: ClientMessage) -> object:
+        assert isinstance(reply, ShareKeys)
+        if which == "b":
+            return deal_wrong_shares(fed, reply, wrong_b=holders)
+        return deal_wrong_shares(fed, reply, wrong_sk=holders)
+
+    fed.step(replace_reply(BAD, cheat))
+    fed.step()  # the report round: every bundle opened
+    assert fed.server.accusations == {}
+    if which == "s_SK":
+        fed.silent.add(BAD)
+    n_holders = 7 if which == "b" else 6  # BAD's own share of s_SK is not revealed: it dropped
+    try:
+        fed.finish()
+    except AbortedError as exc:
+        assert wrong > (n_holders - ROBUST.threshold) // 2, f"could have decoded around: {exc}"
+        assert exc.round == Round.UNMASKING.value and f"client {BAD}" in exc.reason, exc.reason
+        assert fed.server.result is None
+        return
+    assert wrong <= (n_holders - ROBUST.threshold) // 2, "decoded beyond the error budget"
+    fed.assert_exact()
+    assert BAD in fed.server.survivors if which == "b" else BAD not in fed.server.survivors
+    # The decoder cannot tell a dealer's lie from its holders' and names the holders.
+    assert fed.server.wrong_shares == {h: {BAD} for h in holders}
 
 
 # -- round 0: bad advertised keys ----------------------------------------------------------------
@@ -505,6 +687,16 @@ KEY_CASES: dict[str, Callable[[Federation, AdvertiseKeys], tuple[bytes, bytes]]]
     "c_pk of client 1": lambda fed, adv: (fed.sent[Round.ADVERTISE_KEYS][1].c_pk, adv.s_pk),  # type: ignore[union-attr]
     "s_pk of client 1": lambda fed, adv: (adv.c_pk, fed.sent[Round.ADVERTISE_KEYS][1].s_pk),  # type: ignore[union-attr]
     "c_pk = s_pk of client 1": lambda fed, adv: (fed.sent[Round.ADVERTISE_KEYS][1].s_pk, adv.s_pk),  # type: ignore[union-attr]
+    # 32-byte aliases of one curve point (X25519 ignores bit 255 and reads u mod 2^255 - 19).
+    "c_pk of client 1, bit 255 flipped": lambda fed, adv: (
+        flip_bit_255(fed.sent[Round.ADVERTISE_KEYS][1].c_pk),  # type: ignore[union-attr]
+        adv.s_pk,
+    ),
+    "s_pk of client 1, bit 255 flipped": lambda fed, adv: (
+        adv.c_pk,
+        flip_bit_255(fed.sent[Round.ADVERTISE_KEYS][1].s_pk),  # type: ignore[union-attr]
+    ),
+    "s_pk = c_pk with bit 255 flipped": lambda fed, adv: (adv.c_pk, flip_bit_255(adv.c_pk)),
 }
 
 
@@ -515,7 +707,7 @@ def test_bad_advertised_keys_drop_their_sender(case: str) -> None:
     def edit(reply: ClientMessage) -> object:
         assert isinstance(reply, AdvertiseKeys)
         c_pk, s_pk = KEY_CASES[case](fed, reply)
-        return AdvertiseKeys(BAD, c_pk, s_pk)
+        return dataclasses.replace(reply, c_pk=c_pk, s_pk=s_pk)
 
     fed.step(replace_reply(BAD, edit))
     assert BAD in fed.server.dropped and fed.server.dropped[BAD].round is Round.ADVERTISE_KEYS
@@ -644,15 +836,18 @@ def test_a_secret_with_fewer_than_t_shares_aborts_although_t_clients_answered() 
 # -- message construction ------------------------------------------------------------------------
 
 K, K2, SIG, SHARE, BUNDLE = bytes(32), bytes([1] * 32), bytes(64), bytes(32), bytes(BUNDLE_SIZE)
+COMMITMENT = bytes([7] * 32)
 VALID: dict[type, dict[str, object]] = {
-    AdvertiseKeys: {"sender": 1, "c_pk": K, "s_pk": K2, "signature": SIG},
+    AdvertiseKeys: {"sender": 1, "c_pk": K, "s_pk": K2, "signature": SIG, "b_commitment": COMMITMENT},
     ShareKeys: {"sender": 1, "ciphertexts": {2: BUNDLE}},
+    BundleReport: {"sender": 1, "accused": frozenset({2, 3})},
     MaskedInput: {"sender": 1, "vector": np.zeros(3, dtype=np.uint64)},
     ConsistencySignature: {"sender": 1, "signature": SIG},
     UnmaskingShares: {"sender": 1, "self_mask_shares": {1: SHARE}, "secret_key_shares": {2: SHARE}},
     PublicKeys: {"c_pk": K, "s_pk": K2, "signature": SIG},
     KeyList: {"recipient": 1, "keys": {2: PublicKeys(K, K2)}},
     ShareBundles: {"recipient": 1, "ciphertexts": {2: BUNDLE}},
+    MaskingRequest: {"recipient": 1, "excluded": frozenset({2})},
     ConsistencyRequest: {"recipient": 1, "survivors": frozenset({1, 2})},
     UnmaskingRequest: {
         "recipient": 1,
@@ -677,6 +872,20 @@ MALFORMED: list[tuple[type, str, object]] = [
     (AdvertiseKeys, "s_pk", None),
     (AdvertiseKeys, "signature", bytes(63)),
     (AdvertiseKeys, "signature", b""),
+    (AdvertiseKeys, "b_commitment", b""),
+    (AdvertiseKeys, "b_commitment", bytes(31)),
+    (AdvertiseKeys, "b_commitment", bytes(33)),
+    (AdvertiseKeys, "b_commitment", None),
+    (BundleReport, "accused", frozenset({1})),  # itself
+    (BundleReport, "accused", [2, 2]),
+    (BundleReport, "accused", {0}),
+    (BundleReport, "accused", {True}),
+    (BundleReport, "accused", {"2"}),
+    (BundleReport, "accused", "23"),
+    (BundleReport, "accused", None),
+    (MaskingRequest, "excluded", (2, 2)),
+    (MaskingRequest, "excluded", {2**32}),
+    (MaskingRequest, "excluded", None),
     (ShareKeys, "ciphertexts", [(2, BUNDLE)]),
     (ShareKeys, "ciphertexts", {0: BUNDLE}),
     (ShareKeys, "ciphertexts", {True: BUNDLE}),
@@ -761,7 +970,7 @@ def test_message_construction_rejects_malformed_fields(cls: type, field: str, va
 # -- properties: garbage never crashes the server nor changes the sum ----------------------------
 
 CONFIGS = [SEMI_HONEST, config(7, 3, graph="harary", degree=4), ACTIVE]
-KINDS = [AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskingShares]
+KINDS = list(dict.fromkeys(SERVER_EXPECTS.values()))
 
 not_a_client_id = st.one_of(
     st.none(),
@@ -838,8 +1047,11 @@ class SeededRandom(random.Random):
 
 def corrupt(message: ClientMessage, rng: random.Random, cfg: SecAggConfig) -> object:
     """A client's honest reply replayed, or a copy broken in one way the server can detect:
-    another type, a low-order/equal key, a bad signature, wrong recipients, an out-of-range,
-    negative, float or wrong-length vector, wrong share sets or a share >= the Shamir prime."""
+    another type, a low-order/equal key, a bad signature, wrong recipients, an accusation of a
+    client that sent it nothing, an out-of-range, negative, float or wrong-length vector, wrong
+    share sets or a share >= the Shamir prime. (Wrong shares in range, junk bundles and
+    accusations of real senders are not detectable on arrival: see the tests above and
+    ``test_round_properties``.)"""
     n, p = cfg.num_clients, cfg.modulus
     sender = message.sender
     if rng.random() < 0.1:
@@ -853,6 +1065,7 @@ def corrupt(message: ClientMessage, rng: random.Random, cfg: SecAggConfig) -> ob
             lambda: dataclasses.replace(message, c_pk=point),
             lambda: dataclasses.replace(message, s_pk=point),
             lambda: dataclasses.replace(message, s_pk=message.c_pk),
+            lambda: dataclasses.replace(message, s_pk=flip_bit_255(message.c_pk)),
             lambda: dataclasses.replace(message, signature=None if message.signature else bytes(64)),
         ]
         if message.signature:
@@ -866,6 +1079,9 @@ def corrupt(message: ClientMessage, rng: random.Random, cfg: SecAggConfig) -> ob
         else:
             ciphertexts[rng.choice(sorted(set(range(1, n + 3)) - set(ciphertexts)))] = bytes(BUNDLE_SIZE)
         return ShareKeys(sender, ciphertexts)
+    if isinstance(message, BundleReport):
+        # An accusation the server can refute: a client that sent the reporter no bundle.
+        return BundleReport(sender, message.accused | {rng.randrange(n + 1, n + 3)})
     if isinstance(message, MaskedInput):
         vector = message.vector.copy()
         choice = rng.randrange(4)
@@ -885,7 +1101,7 @@ def corrupt(message: ClientMessage, rng: random.Random, cfg: SecAggConfig) -> ob
     maps = [dict(message.self_mask_shares), dict(message.secret_key_shares)]
     choice = rng.randrange(4)
     target = rng.choice([m for m in maps if m]) if any(maps) else maps[0]
-    if choice <= 1 and target:  # a share at or above the prime (in range: see the xfail above)
+    if choice <= 1 and target:  # a share at or above the prime (in range: decoded, tests above)
         target[rng.choice(sorted(target))] = rng.randrange(shamir.PRIME, 2**256).to_bytes(32, "big")
     elif choice == 2 and target:
         del target[rng.choice(sorted(target))]
