@@ -13,6 +13,7 @@ from .aggregators import (
     SecureAggregator,
 )
 from .data import Dataset, load_digits_dataset
+from .distributed_dp import DistributedDP, DPPlan, RoundPrivacy
 from .fedavg import FedAvg, FedAvgConfig, RoundRecord
 from .models import Learner, LogisticRegression, Metrics
 from .partition import dirichlet_partition, iid_partition, shard_partition
@@ -46,7 +47,9 @@ __all__ = [
     "AggregateResult",
     "Aggregator",
     "ClientUpdate",
+    "DPPlan",
     "Dataset",
+    "DistributedDP",
     "FedAvg",
     "FedAvgConfig",
     "Learner",
@@ -54,6 +57,7 @@ __all__ = [
     "Metrics",
     "PlaintextAggregator",
     "QuantizationConfig",
+    "RoundPrivacy",
     "RoundRecord",
     "SecureAggregator",
     "TensorSpec",

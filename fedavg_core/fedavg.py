@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,8 +25,12 @@ from secagg.errors import AbortedError
 
 from .aggregators import Aggregator, ClientUpdate
 from .data import Dataset
+from .distributed_dp import RoundPrivacy
 from .models import Learner, Metrics, check_training_args
 from .vectorize import FloatVector
+
+if TYPE_CHECKING:
+    from .privacy_accounting import PrivacyLedger
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class RoundRecord:
         error_bound: per-element quantization bound of the aggregate (0 in plaintext).
         metrics: evaluation of the new global model on the test data, if any.
         aborted: why the round was skipped, or None.
+        epsilon: with distributed DP, the epsilon spent by the run up to and including this round
+            (at the budget's delta, composed by ``dp_accounting``); None without DP.
     """
 
     round: int
@@ -93,6 +100,7 @@ class RoundRecord:
     error_bound: float
     metrics: Metrics | None
     aborted: str | None = None
+    epsilon: float | None = None
 
 
 class FedAvg:
@@ -137,6 +145,8 @@ class FedAvg:
         self._training_rng = np.random.default_rng(training)
         self._aggregation_rng = np.random.default_rng(aggregation)
         self._history: list[RoundRecord] = []
+        self._ledger: PrivacyLedger | None = None  # created by the first DP round
+        self._delta = 0.5  # replaced by the budget's delta with the first DP round
 
     @property
     def global_vector(self) -> FloatVector:
@@ -178,7 +188,8 @@ class FedAvg:
         except AbortedError as error:
             if not cfg.skip_aborted:
                 raise
-            record = RoundRecord(number, sampled, (), 0, 0.0, self.evaluate(), str(error))
+            epsilon = None if self._ledger is None else self._ledger.epsilon(self._delta)
+            record = RoundRecord(number, sampled, (), 0, 0.0, self.evaluate(), str(error), epsilon)
         else:
             self._vector = self._vector + cfg.server_learning_rate * result.mean_update
             participants = tuple(sampled[i] for i in result.participants)
@@ -189,9 +200,22 @@ class FedAvg:
                 result.total_weight,
                 result.error_bound,
                 self.evaluate(),
+                epsilon=self._spend(result.privacy),
             )
         self._history.append(record)
         return record
+
+    def _spend(self, privacy: RoundPrivacy | None) -> float | None:
+        # An aborted round released nothing and costs nothing; a released DP round is composed.
+        if privacy is None:
+            return None if self._ledger is None else self._ledger.epsilon(self._delta)
+        if self._ledger is None:
+            from .privacy_accounting import PrivacyLedger  # the optional ``dp`` extra
+
+            self._ledger = PrivacyLedger()
+        self._delta = privacy.delta
+        self._ledger.record(privacy.curves)
+        return self._ledger.epsilon(privacy.delta)
 
     def run(self, rounds: int) -> list[RoundRecord]:
         """Run ``rounds`` rounds; their records."""
