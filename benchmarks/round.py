@@ -1,17 +1,25 @@
 """One in-memory SecAgg / SecAgg+ round, timed per party and per round; prints one JSON object.
 
     python -m benchmarks.round --clients 100 --length 100000 --dropout 0.1 --graph harary --degree 20
+    python -m benchmarks.round --clients 1000 --length 100000 --dropout 0.1 --graph harary \
+        --collusion-fraction 0.05 --dropout-fraction 0.1 --floor     # k and t from the finder
 
 Reports per-client seconds by round (median, max), server seconds by round, total seconds
 (median over --repeat runs), bytes each client sends and receives through the wire codec, the
 expansion factor ((sent + received) / (2 m): against a 16-bit input), peak RSS, and the raw
 AES-CTR keystream rate with the client's masking rate and their ratio, measured in this process.
 The round's result is checked against numpy before anything is reported.
+
+``--floor`` adds the round's crypto floor, measured in this process: the AES-CTR keystream of
+every mask expanded in the round (clients and server) at the raw keystream rate, plus one X25519
+exchange (with its HKDF) for every key agreement; the masks and agreements are counted in a
+separate small round (m = 8) with the same clients, graph and dropouts.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -22,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from secagg import SecAggConfig, simulate
-from secagg.masking import MaskTerm, apply_masks
+from secagg.primitives import key_agreement
 from secagg.primitives.field import DEFAULT_MODULUS, smallest_prime_above
 from secagg.primitives.packing import packed_size
-from secagg.primitives.prg import MaskDomain, word_dtype
+from secagg.primitives.prg import MaskReader, word_dtype
 
 from .common import exact_sum, keystream_bytes_per_second, median, peak_rss_mib, random_inputs, timed
+from .masking import masking_vs_keystream
 
 
 def _wire_sizer(modulus: int) -> Callable[[object], int] | None:
@@ -38,24 +47,73 @@ def _wire_sizer(modulus: int) -> Callable[[object], int] | None:
     return lambda message: len(encode(message, modulus=modulus))  # masked inputs bit-packed
 
 
-def masking_rate(config: SecAggConfig, masks: int, repeats: int) -> dict[str, float]:
+def masking_rate(config: SecAggConfig, masks: int, repeats: int) -> dict[str, Any]:
     """The client's round-2 work (``masks`` PRG expansions added into its input) vs raw AES."""
-    rng = np.random.default_rng(1)
-    seeds = [rng.bytes(32) for _ in range(masks)]
-    terms = [MaskTerm(s, MaskDomain.PAIRWISE, 1 if i % 2 else -1) for i, s in enumerate(seeds)]
-    terms[0] = MaskTerm(seeds[0], MaskDomain.SELF, 1)
-    vector = rng.integers(0, config.modulus, config.vector_length, dtype=np.uint64)
+    return masking_vs_keystream(config.vector_length, config.modulus, masks, repeats)
+
+
+def count_crypto(config: SecAggConfig, drop: dict[str, set[int]], seed: int) -> dict[str, int]:
+    """Masks expanded and key agreements made in one round like this one (run at m = 8)."""
+    small = dataclasses.replace(config, vector_length=8)
+    counts = {"masks": 0, "key_agreements": 0}
+    real_open = MaskReader.open
+    derive = key_agreement.derive_key
+
+    def counting_open(seed: bytes, domain: Any) -> object:
+        counts["masks"] += 1
+        return real_open(seed, domain)
+
+    def counting_derive(*args: Any, **kwargs: Any) -> bytes:
+        counts["key_agreements"] += 1
+        return derive(*args, **kwargs)
+
+    # derive_key is imported by name wherever it is used: patch every secagg module holding it.
+    holders = [
+        m
+        for name, m in sys.modules.items()
+        if name.startswith("secagg") and getattr(m, "derive_key", None) is derive
+    ]
+    MaskReader.open = staticmethod(counting_open)  # type: ignore[method-assign]
+    for module in holders:
+        module.derive_key = counting_derive  # type: ignore[attr-defined]
+    try:
+        inputs = random_inputs(small)
+        simulate(small, inputs, drop, seed=seed, workers=1)
+    finally:
+        MaskReader.open = staticmethod(real_open)  # type: ignore[method-assign]
+        for module in holders:
+            module.derive_key = derive  # type: ignore[attr-defined]
+    return counts
+
+
+def crypto_floor(config: SecAggConfig, drop: dict[str, set[int]], seed: int) -> dict[str, Any]:
+    """Seconds of keystream for every mask plus X25519 for every key agreement, in this process."""
+    counts = count_crypto(config, drop, seed)
     word = np.dtype(word_dtype(config.modulus)).itemsize
-    keystream = masks * config.vector_length * word
-    seconds = timed(lambda: apply_masks(vector.copy(), terms, config.modulus), repeats)
-    raw = keystream_bytes_per_second(config.vector_length * word)
-    rate = keystream / seconds
+    rate = keystream_bytes_per_second(config.vector_length * word, repeats=30)
+    own = key_agreement.generate_private_key(bytes(range(32)))
+    peer = key_agreement.public_bytes(key_agreement.generate_private_key(bytes(range(1, 33))))
+
+    def agree() -> None:
+        key_agreement.derive_key(
+            own,
+            peer,
+            purpose=key_agreement.KeyPurpose.PAIRWISE_MASK,
+            session_id=bytes(32),
+            own_id=1,
+            own_public=key_agreement.public_bytes(own),
+            peer_id=2,
+        )
+
+    agreement = timed(agree, 200)
+    keystream_seconds = counts["masks"] * config.vector_length * word / rate
     return {
-        "masks": masks,
-        "seconds": seconds,
-        "raw_keystream_bytes_per_s": raw,
-        "masking_keystream_bytes_per_s": rate,
-        "ratio_to_raw_keystream": rate / raw,
+        **counts,
+        "raw_keystream_bytes_per_s": rate,
+        "seconds_per_key_agreement": agreement,
+        "keystream_seconds": keystream_seconds,
+        "key_agreement_seconds": counts["key_agreements"] * agreement,
+        "floor_seconds": keystream_seconds + counts["key_agreements"] * agreement,
     }
 
 
@@ -65,19 +123,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.input_bits:
         # Smallest supported prime with headroom for n unsigned inputs of input_bits bits.
         modulus = smallest_prime_above(n * (2**args.input_bits - 1))
-    probe = SecAggConfig(
+    fractions = {"collusion_fraction": args.collusion_fraction, "dropout_fraction": args.dropout_fraction}
+    fractions = {k: v for k, v in fractions.items() if v is not None}
+    # Without --threshold (and, for harary, without --degree) the config picks them: the smallest
+    # safe threshold, and the finder's k and t for the threat model.
+    config = SecAggConfig(
         n,
-        n if args.graph == "complete" else args.degree + 1,
+        args.threshold,
         m,
         modulus=modulus,
         graph=args.graph,
         degree=args.degree,
         mode=args.mode,
+        **fractions,
     )
-    threshold = args.threshold or probe.minimum_safe_threshold()
-    config = SecAggConfig(
-        n, threshold, m, modulus=modulus, graph=args.graph, degree=args.degree, mode=args.mode
-    )
+    threshold = config.threshold
     inputs = random_inputs(config)
     if args.input_bits:
         rng = np.random.default_rng(2)
@@ -121,9 +181,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "length": m,
             "dropout": args.dropout,
             "drop_round": args.drop_round,
-            "graph": args.graph,
-            "degree": args.degree,
+            "graph": config.graph,
+            "degree": config.degree,
             "threshold": threshold,
+            "collusion_fraction": config.collusion_fraction,
+            "dropout_fraction": config.dropout_fraction,
             "mode": args.mode,
             "modulus": modulus,
             "modulus_bits": (modulus - 1).bit_length(),
@@ -154,9 +216,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         length = args.scale_length or m
         record["expansion_factor"] = (up + down) / (2 * length)
         out["bytes_per_client"] = record
+    if args.floor:
+        floor = crypto_floor(config, drop, seed=0)
+        floor["total_over_floor"] = out["total_seconds"] / floor["floor_seconds"]
+        out["crypto_floor"] = floor
     if not args.skip_keystream:
-        degree = n - 1 if args.graph == "complete" else args.degree
+        degree = n - 1 if config.graph == "complete" else config.degree
+        assert degree is not None
         out["client_masking"] = masking_rate(config, degree + 1, repeats=args.keystream_repeats)
+        out["client_masking"].pop("runs")
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 
@@ -174,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", choices=["complete", "harary"], default="complete")
     p.add_argument("--degree", type=int, default=None)
     p.add_argument("--threshold", type=int, default=None, help="default: the smallest safe threshold")
+    p.add_argument("--collusion-fraction", type=float, default=None, help="gamma (default: the config's)")
+    p.add_argument("--dropout-fraction", type=float, default=None, help="delta (default: the config's)")
+    p.add_argument("--floor", action="store_true", help="also measure the round's crypto floor")
     p.add_argument("--mode", choices=["semi_honest", "active"], default="semi_honest")
     p.add_argument("--modulus", type=int, default=None)
     p.add_argument(
@@ -193,8 +264,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if args.graph == "harary" and args.degree is None:
-        raise SystemExit("--graph harary needs --degree")
     json.dump(run(args), sys.stdout, indent=2)
     print()
 
