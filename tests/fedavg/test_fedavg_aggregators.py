@@ -14,7 +14,7 @@ from fedavg_core import (
     SecureAggregator,
     encode_weighted_update,
 )
-from secagg import AbortedError
+from secagg import AbortedError, find_parameters
 
 CLIP = 0.5
 MAX_WEIGHT = 5000
@@ -45,9 +45,7 @@ def test_secure_equals_plaintext_within_the_bound() -> None:
     updates = _updates()
     secure = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT)
     result = secure.aggregate(updates, np.random.default_rng(1))
-    plain = PlaintextAggregator(clip=CLIP, max_weight=MAX_WEIGHT).aggregate(
-        updates, np.random.default_rng(1)
-    )
+    plain = PlaintextAggregator(clip=CLIP, max_weight=MAX_WEIGHT).aggregate(updates, np.random.default_rng(1))
     assert result.total_weight == plain.total_weight == sum(COUNTS[:-1]) + MAX_WEIGHT
     assert result.participants == tuple(range(10))
     assert result.error_bound == secure.quantization(10).error_bound(10, plain.total_weight)
@@ -61,9 +59,7 @@ def test_secure_with_a_fixed_small_field_still_matches() -> None:
     assert secure.quantization(10).modulus == 2**17 - 1  # the smallest prime above 2 * 10 * 5000
     updates = _updates(m=50, seed=3)
     result = secure.aggregate(updates, np.random.default_rng(2))
-    plain = PlaintextAggregator(clip=CLIP, max_weight=MAX_WEIGHT).aggregate(
-        updates, np.random.default_rng(2)
-    )
+    plain = PlaintextAggregator(clip=CLIP, max_weight=MAX_WEIGHT).aggregate(updates, np.random.default_rng(2))
     assert _max_diff(result.mean_update, plain.mean_update) <= result.error_bound
     assert result.error_bound > 1e-4  # a coarse quantization, and the bound says so
 
@@ -86,9 +82,7 @@ def test_a_dropout_after_masked_input_keeps_its_input_in_the_sum() -> None:
     secure = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop={"unmasking": [3]})
     result = secure.aggregate(updates, np.random.default_rng(7))
     assert result.participants == tuple(range(10))  # U3: everyone sent a masked input
-    plain = PlaintextAggregator(clip=CLIP, max_weight=MAX_WEIGHT).aggregate(
-        updates, np.random.default_rng(7)
-    )
+    plain = PlaintextAggregator(clip=CLIP, max_weight=MAX_WEIGHT).aggregate(updates, np.random.default_rng(7))
     assert _max_diff(result.mean_update, plain.mean_update) <= result.error_bound
 
 
@@ -178,8 +172,7 @@ def test_no_message_of_a_secure_round_carries_a_weight_or_an_example_count() -> 
     # The scan does find weights where they are in the clear: the unmasked encodings.
     config = secure.quantization(10)
     encodings = [
-        encode_weighted_update(u.update, u.num_examples, config, np.random.default_rng(0))
-        for u in updates
+        encode_weighted_update(u.update, u.num_examples, config, np.random.default_rng(0)) for u in updates
     ]
     assert all(_leaks(e, secrets) for e in encodings)
     assert _leaks({"sender": 3, "count": 1193}, secrets) == ["int 1193"]
@@ -211,18 +204,44 @@ def test_dropouts_can_be_drawn_per_round() -> None:
     result = secure.aggregate(_updates(m=20), np.random.default_rng(3))
     assert len(result.participants) == 9
     missing = (set(range(10)) - set(result.participants)).pop()
-    assert result.total_weight == sum(min(c, MAX_WEIGHT) for c in COUNTS) - min(
-        COUNTS[missing], MAX_WEIGHT
+    assert result.total_weight == sum(min(c, MAX_WEIGHT) for c in COUNTS) - min(COUNTS[missing], MAX_WEIGHT)
+
+
+def test_harary_without_degree_or_threshold_takes_both_from_the_finder() -> None:
+    """SecAgg+ defaults come from the threat model (gamma, delta), not from k and t: the round's
+    config is ``find_parameters`` for its client count, and it survives a dropout."""
+    secure = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary")
+    for n, gamma, delta in ((40, 1 / 3, 0.1), (10, 1 / 3, 0.1)):
+        found = find_parameters(n, gamma, delta, "semi_honest")
+        config = secure.secagg_config(n, 101)
+        assert (config.graph, config.degree, config.threshold) == ("harary", found.degree, found.threshold)
+        assert (config.collusion_fraction, config.dropout_fraction) == (gamma, delta)
+    tuned = SecureAggregator(
+        clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", collusion_fraction=0.1, dropout_fraction=0.2
     )
-
-
-def test_default_threshold_is_a_majority_of_the_neighbourhood_on_a_harary_graph() -> None:
-    """Over SecAgg+, t counts within the neighbourhood (k + 1), not the n clients: t = k + 1
-    would make one dropout in any neighbourhood abort the round."""
-    secure = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=4)
-    config = secure.secagg_config(40, 101)
-    assert config.threshold == 3  # a majority of 5, and > 5/3
+    found = find_parameters(100, 0.1, 0.2, "semi_honest")
+    assert (tuned.secagg_config(100, 11).degree, tuned.secagg_config(100, 11).threshold) == (
+        found.degree,
+        found.threshold,
+    )
+    assert found.degree < secure.secagg_config(100, 11).degree  # less collusion, a sparser graph
     result = SecureAggregator(
-        clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=4, drop={"masked_input": [2]}
+        clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", drop={"masked_input": [2]}
     ).aggregate(_updates(m=20), np.random.default_rng(1))
     assert 1 not in result.participants and len(result.participants) == 9
+
+
+def test_explicit_harary_degree_is_checked_against_the_threat_model() -> None:
+    """The issue's k=40, t=14 at 1000 clients is refused with the probability in the message; at
+    40 clients no threshold makes degree 4 safe against a third colluding (the safe t exceeds the
+    5 holders); assuming no collusion, degree 6 is accepted at its smallest safe t."""
+    unsafe = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=40, threshold=14)
+    with pytest.raises(ValueError, match=r"P\(some client has >= 13 corrupt neighbours\) <= 1 \(2\^0\)"):
+        unsafe.secagg_config(1000, 11)
+    with pytest.raises(ValueError, match=r"t=6 exceeds the 5 neighbourhood"):
+        SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=4).secagg_config(40, 101)
+    no_collusion = SecureAggregator(
+        clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=6, collusion_fraction=0.0
+    )
+    config = no_collusion.secagg_config(40, 101)
+    assert (config.degree, config.threshold) == (6, 2) and config.assessment.secure
