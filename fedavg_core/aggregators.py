@@ -19,10 +19,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from secagg.config import DEFAULT_DROPOUT_FRACTION, GraphKind, SecAggConfig, SecurityMode
+from secagg.primitives.field import FieldVector
 from secagg.simulate import simulate
 
+from .distributed_dp import DistributedDP, RoundPrivacy
 from .quantize import QuantizationConfig
 from .quantize import clip as clip_values
+from .rotation import padded_dimension
 from .vectorize import FloatVector
 from .weighting import capped_weight, decode_weighted_sum, encode_weighted_update
 
@@ -56,12 +59,18 @@ class AggregateResult:
         participants: positions (in the list passed to ``aggregate``) of the clients in the sum.
         error_bound: per-element bound on the distance of ``mean_update`` from the exact
             weighted mean of the participants' clipped updates (0 for the plaintext reference).
+            With distributed DP: the bound on the rounding error alone, the noise excluded.
+        noise_stddev: with distributed DP, the standard deviation of the DP noise in each element
+            of ``mean_update`` (0 without).
+        privacy: with distributed DP, the round's privacy record for a ``PrivacyLedger``.
     """
 
     mean_update: FloatVector
     total_weight: int
     participants: tuple[int, ...]
     error_bound: float
+    noise_stddev: float = 0.0
+    privacy: RoundPrivacy | None = None
 
 
 @runtime_checkable
@@ -147,6 +156,11 @@ class SecureAggregator:
         reproducible: derive the simulated protocol's keys, nonces and masks from the ``rng``
             passed to ``aggregate`` (a reproducible experiment); False draws them from the OS
             (``os.urandom``), as a deployment must. Stochastic rounding always uses ``rng``.
+        dp: distributed differential privacy (``fedavg_core.distributed_dp``): clients clip to the
+            L2 norm ``dp.clip`` (``clip`` is then unused), rotate, round and add discrete noise
+            before masking; ``dp.bits`` replaces ``bits``/``modulus``. The mean is then
+            ``sum(f_i x_i) / m`` over the m survivors, ``f_i = w_i / max_weight``, and
+            ``total_weight`` is m (weights are not released).
     """
 
     clip: float
@@ -162,9 +176,12 @@ class SecureAggregator:
     drop: DropSpec | Callable[[int, np.random.Generator], DropSpec] | None = None
     observer: Callable[[object], None] | None = field(default=None, compare=False)
     reproducible: bool = True
+    dp: DistributedDP | None = None
 
     def quantization(self, num_clients: int) -> QuantizationConfig:
         """The quantization every client of a round with ``num_clients`` clients uses."""
+        if self.dp is not None:
+            return self.dp.quantization(num_clients)
         return QuantizationConfig.for_clients(
             num_clients, self.clip, max_weight=self.max_weight, bits=self.bits, modulus=self.modulus
         )
@@ -204,6 +221,8 @@ class SecureAggregator:
         k = len(updates)
         if k < 2:
             raise ValueError("secure aggregation needs at least 2 clients in a round")
+        if self.dp is not None:
+            return self._aggregate_dp(self.dp, updates, length, rng)
         quant = self.quantization(k)
         config = self.secagg_config(k, length + 1)
         client_rngs = rng.spawn(k)
@@ -211,6 +230,19 @@ class SecureAggregator:
             i + 1: encode_weighted_update(u.update, u.num_examples, quant, client_rngs[i])
             for i, u in enumerate(updates)
         }
+        total, survivors = self._secure_sum(config, inputs, rng)
+        decoded = decode_weighted_sum(total, quant, len(survivors))
+        return AggregateResult(
+            decoded.mean,
+            decoded.total_weight,
+            tuple(i - 1 for i in survivors),
+            decoded.error_bound,
+        )
+
+    def _secure_sum(
+        self, config: SecAggConfig, inputs: dict[int, FieldVector], rng: np.random.Generator
+    ) -> tuple[FieldVector, list[int]]:
+        k = config.num_clients
         drop = self.drop(k, rng) if callable(self.drop) else self.drop  # simulate() checks it
         result = simulate(
             config,
@@ -219,11 +251,37 @@ class SecureAggregator:
             seed=int(rng.integers(2**63)) if self.reproducible else None,
             observer=self.observer,
         )
-        survivors = sorted(int(i) for i in result.survivors)
-        decoded = decode_weighted_sum(result.total, quant, len(survivors))
+        return result.total, sorted(int(i) for i in result.survivors)
+
+    def _aggregate_dp(
+        self,
+        dp: DistributedDP,
+        updates: Sequence[ClientUpdate],
+        length: int,
+        rng: np.random.Generator,
+    ) -> AggregateResult:
+        """The distributed-DP round: noise sized for the threshold t of this round's config."""
+        k = len(updates)
+        config = self.secagg_config(k, padded_dimension(length) + 1)
+        plan = dp.plan(k, config.threshold, length)
+        client_rngs = rng.spawn(k)
+        seed = int(rng.integers(2**63))  # the round's rotation seed, drawn after the updates
+        inputs = {
+            i + 1: plan.encode(
+                u.update,
+                capped_weight(u.num_examples, self.max_weight) / self.max_weight,
+                seed,
+                client_rngs[i],
+            )
+            for i, u in enumerate(updates)
+        }
+        total, survivors = self._secure_sum(config, inputs, rng)
+        decoded = plan.decode(total, len(survivors), seed)
         return AggregateResult(
             decoded.mean,
-            decoded.total_weight,
+            len(survivors),
             tuple(i - 1 for i in survivors),
-            decoded.error_bound,
+            decoded.rounding_bound,
+            noise_stddev=decoded.noise_stddev,
+            privacy=plan.round_privacy(len(survivors)),
         )
