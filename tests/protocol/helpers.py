@@ -203,7 +203,6 @@ class Federation:
         adv = self.sent[Round.ADVERTISE_KEYS][i]
         return PublicKeys(adv.c_pk, adv.s_pk, adv.signature)  # type: ignore[union-attr]
 
-
     def revealed(self) -> dict[int, set[int]]:
         """Client -> the owners whose shares (of b or of s_SK) it sent in the unmasking round."""
         out: dict[int, set[int]] = {}

@@ -15,10 +15,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from helpers import SMALL_ORDER_POINTS, Federation, assert_refuses, config, x25519_ladder
 
-from secagg import LocalProtocolError, Round
+from secagg import LocalProtocolError, Round, SecAggConfig
 from secagg.messages import (
+    BundleReport,
     ConsistencyRequest,
     KeyList,
+    MaskedInput,
+    MaskingRequest,
     PublicKeys,
     ShareBundles,
     UnmaskingRequest,
@@ -26,6 +29,7 @@ from secagg.messages import (
 )
 from secagg.primitives import signatures
 from secagg.simulate import seeded_random_bytes
+from secagg.state import CLIENT_EXPECTS, rounds_of
 
 VICTIM = 1
 SEMI_HONEST = config(5, 3)
@@ -99,7 +103,21 @@ DUPLICATES: dict[str, Callable[[Federation, dict[int, PublicKeys]], dict[int, Pu
         3: PublicKeys(keys[3].c_pk, fed.public_keys(VICTIM).s_pk)
     },
     "reflection of both own keys": lambda fed, keys: {3: fed.public_keys(VICTIM)},
+    # 32-byte aliases of one X25519 key (bit 255 is ignored): the same key, so a duplicate.
+    "two neighbours, same c_pk up to bit 255": lambda fed, keys: {
+        3: PublicKeys(flip_bit_255(keys[2].c_pk), keys[3].s_pk)
+    },
+    "one neighbour, s_pk == c_pk up to bit 255": lambda fed, keys: {
+        3: PublicKeys(keys[3].c_pk, flip_bit_255(keys[3].c_pk))
+    },
+    "reflection of the client's own s_pk, bit 255 flipped": lambda fed, keys: {
+        3: PublicKeys(keys[3].c_pk, flip_bit_255(fed.public_keys(VICTIM).s_pk))
+    },
 }
+
+
+def flip_bit_255(key: bytes) -> bytes:
+    return key[:31] + bytes([key[31] ^ 0x80])
 
 
 @pytest.mark.parametrize("case", sorted(DUPLICATES))
@@ -191,10 +209,18 @@ def _few_keys(fed: Federation) -> tuple[object, object]:
 
 
 def _few_bundles(fed: Federation) -> tuple[object, object]:
-    honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
+    honest = fed.run_to(Round.REPORT_BUNDLES)[VICTIM]
     assert isinstance(honest, ShareBundles)
     keep = neighbours(fed)[: fed.config.threshold - 2]
     return ShareBundles(VICTIM, {v: honest.ciphertexts[v] for v in keep}), honest
+
+
+def _few_left_after_exclusions(fed: Federation) -> tuple[object, object]:
+    """Every bundle arrived, but the server then excludes all but t-2 of the senders (which it
+    may: accused by others), leaving t-1 with the victim: it must not mask with so few."""
+    honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
+    assert isinstance(honest, MaskingRequest)
+    return MaskingRequest(VICTIM, frozenset(neighbours(fed)[fed.config.threshold - 2 :])), honest
 
 
 def _few_survivors_to_unmask(fed: Federation) -> tuple[object, object]:
@@ -219,12 +245,22 @@ def _few_survivors_to_sign(fed: Federation) -> tuple[object, object]:
     ("cfg", "make", "at"),
     [
         (HARARY, _few_keys, Round.SHARE_KEYS),
-        (HARARY, _few_bundles, Round.MASKED_INPUT),
+        (HARARY, _few_bundles, Round.REPORT_BUNDLES),
+        (HARARY, _few_left_after_exclusions, Round.MASKED_INPUT),
+        (SEMI_HONEST, _few_left_after_exclusions, Round.MASKED_INPUT),
         (HARARY, _few_survivors_to_unmask, Round.UNMASKING),
         (SEMI_HONEST, _few_survivors_to_unmask, Round.UNMASKING),
         (ACTIVE_HARARY, _few_survivors_to_sign, Round.CONSISTENCY_CHECK),
     ],
-    ids=["key-list", "share-bundles", "unmasking-harary", "unmasking-complete", "consistency-harary"],
+    ids=[
+        "key-list",
+        "share-bundles",
+        "exclusions-harary",
+        "exclusions-complete",
+        "unmasking-harary",
+        "unmasking-complete",
+        "consistency-harary",
+    ],
 )
 def test_fewer_than_t_of_the_neighbourhood_left_is_refused(cfg: object, make: object, at: Round) -> None:
     fed = Federation(cfg)  # type: ignore[arg-type]
@@ -232,7 +268,19 @@ def test_fewer_than_t_of_the_neighbourhood_left_is_refused(cfg: object, make: ob
     assert_refuses(fed.clients[VICTIM], evil, at, honest=honest, reason="threshold")
 
 
-# -- round 2: the share bundles ------------------------------------------------------------------
+# -- the share bundles and the report round --------------------------------------------------
+
+
+def assert_accuses(fed: Federation, evil: ShareBundles, sender: int) -> None:
+    """The victim takes no share from ``sender``'s bundle: it reports it (``BundleReport``), and
+    then refuses to mask unless the server excludes ``sender``."""
+    client = fed.clients[VICTIM]
+    report = client.receive(evil)
+    assert report == BundleReport(VICTIM, frozenset({sender}))
+    assert client.round is Round.MASKED_INPUT
+    kept = MaskingRequest(VICTIM, frozenset())
+    honest = MaskingRequest(VICTIM, frozenset({sender}))
+    assert_refuses(client, kept, Round.MASKED_INPUT, honest=honest, reason="kept clients this client accused")
 
 
 def test_bundle_from_a_client_outside_u1_is_refused() -> None:
@@ -247,14 +295,14 @@ def test_bundle_from_a_client_outside_u1_is_refused() -> None:
     bundles = {u: replies[u].ciphertexts[VICTIM] for u in range(2, 6)}  # type: ignore[union-attr]
     evil = ShareBundles(VICTIM, bundles)
     honest = ShareBundles(VICTIM, {u: c for u, c in bundles.items() if u != 2})
-    assert_refuses(fed.clients[VICTIM], evil, Round.MASKED_INPUT, honest=honest, reason="not in U1")
+    assert_refuses(fed.clients[VICTIM], evil, Round.REPORT_BUNDLES, honest=honest, reason="not in U1")
 
 
-def test_bundle_replayed_from_another_session_is_refused() -> None:
+def test_bundle_replayed_from_another_session_is_reported() -> None:
     """A bundle from an earlier round (another session nonce) in which every client even used the
     same X25519 keys: only the session binding of the key derivation and of the AEAD's
     associated data tells it apart. Its shares belong to other polynomials; taking them would
-    break the reconstruction of client 2's secrets."""
+    break the reconstruction of client 2's secrets, so the victim reports client 2 instead."""
     now = Federation(SEMI_HONEST, nonce_label="nonce now")
     # In the earlier session client 2 drew the same keys and self-mask seed (first 96 random
     # bytes) but different Shamir polynomials.
@@ -268,42 +316,124 @@ def test_bundle_replayed_from_another_session_is_refused() -> None:
         return same_start(n) if drawn <= 96 else other_rest(n)
 
     then = Federation(SEMI_HONEST, nonce_label="nonce then", client_random={2: earlier_random})
-    then.run_to(Round.MASKED_INPUT)
+    then.run_to(Round.REPORT_BUNDLES)
     old = then.sent[Round.SHARE_KEYS][2].ciphertexts[VICTIM]  # type: ignore[union-attr]
 
-    honest = now.run_to(Round.MASKED_INPUT)[VICTIM]
+    honest = now.run_to(Round.REPORT_BUNDLES)[VICTIM]
     assert isinstance(honest, ShareBundles)
     assert now.setup.session_id != then.setup.session_id
     for u in (VICTIM, 2):  # the attack's premise: the very same keys in both sessions
         assert now.public_keys(u) == then.public_keys(u)
     assert old != honest.ciphertexts[2]
-    evil = ShareBundles(VICTIM, {**honest.ciphertexts, 2: old})
-    assert_refuses(now.clients[VICTIM], evil, Round.MASKED_INPUT, honest=honest, reason="authentication")
+    assert_accuses(now, ShareBundles(VICTIM, {**honest.ciphertexts, 2: old}), 2)
 
 
 @pytest.mark.parametrize("how", ["to another recipient", "reflected to its sender"])
-def test_redirected_bundle_is_refused(how: str) -> None:
+def test_redirected_bundle_is_reported(how: str) -> None:
     fed = Federation(SEMI_HONEST)
-    honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
+    honest = fed.run_to(Round.REPORT_BUNDLES)[VICTIM]
     assert isinstance(honest, ShareBundles)
     # 2 -> 3 shown to 1 as 2 -> 1 (another channel key), or 1's own 1 -> 2 reflected back as
     # 2 -> 1 (the same channel key: only the direction bound in nonce and associated data differs).
     sender, recipient = {"to another recipient": (2, 3), "reflected to its sender": (VICTIM, 2)}[how]
     moved = fed.sent[Round.SHARE_KEYS][sender].ciphertexts[recipient]  # type: ignore[union-attr]
-    evil = ShareBundles(VICTIM, {**honest.ciphertexts, 2: moved})
-    assert_refuses(fed.clients[VICTIM], evil, Round.MASKED_INPUT, honest=honest, reason="authentication")
+    assert_accuses(fed, ShareBundles(VICTIM, {**honest.ciphertexts, 2: moved}), 2)
 
 
 @pytest.mark.parametrize("position", [0, 8, 40, 71, 72, 87])
-def test_tampered_bundle_is_refused(position: int) -> None:
+def test_tampered_bundle_is_reported(position: int) -> None:
     """A flipped bit anywhere (ids, either share, the tag) fails authentication."""
     fed = Federation(SEMI_HONEST)
-    honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
+    honest = fed.run_to(Round.REPORT_BUNDLES)[VICTIM]
     assert isinstance(honest, ShareBundles)
     bundle = bytearray(honest.ciphertexts[3])
     bundle[position] ^= 0x01
-    evil = ShareBundles(VICTIM, {**honest.ciphertexts, 3: bytes(bundle)})
-    assert_refuses(fed.clients[VICTIM], evil, Round.MASKED_INPUT, honest=honest, reason="authentication")
+    assert_accuses(fed, ShareBundles(VICTIM, {**honest.ciphertexts, 3: bytes(bundle)}), 3)
+
+
+@pytest.mark.parametrize("cfg", [SEMI_HONEST, ACTIVE], ids=["semi-honest", "active"])
+def test_a_tampered_bundle_costs_the_round_its_sender_and_reveals_nothing_of_it(cfg: SecAggConfig) -> None:
+    """The server tampers with client 3's bundle to the victim, hoping the victim takes a share of
+    its choosing or that the round aborts: the victim reports 3, the honest server part excludes
+    3, and the round completes exactly without 3, whose shares nobody reveals."""
+    fed = Federation(cfg)
+    requests = fed.run_to(Round.REPORT_BUNDLES)
+    honest = requests[VICTIM]
+    assert isinstance(honest, ShareBundles)
+    bundle = bytearray(honest.ciphertexts[3])
+    bundle[50] ^= 0x10
+    fed.requests = {**requests, VICTIM: ShareBundles(VICTIM, {**honest.ciphertexts, 3: bytes(bundle)})}
+    fed.step()
+    assert fed.server.accusations == {3: frozenset({VICTIM})}
+    fed.finish()
+    fed.assert_exact()
+    assert fed.server.survivors == frozenset(range(1, cfg.num_clients + 1)) - {3}
+    assert not fed.aborted and all(3 not in owners for owners in fed.revealed().values())
+
+
+NOT_A_SENDER = ["itself", "unknown id", "non-neighbour", "neighbour outside U2"]
+
+
+@pytest.mark.parametrize("who", NOT_A_SENDER)
+def test_masking_request_excluding_a_client_that_sent_no_bundle_is_refused(who: str) -> None:
+    """The server may only exclude senders (an accusation is about a bundle); naming anyone else
+    is a lie about the round, which the client refuses."""
+    probe = Federation(HARARY)
+    gone = neighbours(probe)[0]
+    fed = Federation(HARARY)
+    fed.run_to(Round.SHARE_KEYS)
+    fed.silent.add(gone)  # in U1, not in U2: it sent the victim no bundle
+    honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
+    assert isinstance(honest, MaskingRequest) and honest.excluded == frozenset()
+    names = {"itself": VICTIM, "unknown id": 10, "non-neighbour": stranger(fed), "neighbour outside U2": gone}
+    evil = MaskingRequest(VICTIM, frozenset({names[who]}))
+    client = fed.clients[VICTIM]
+    assert_refuses(client, evil, Round.MASKED_INPUT, honest=honest, reason="sent this client no bundle")
+
+
+def test_masking_request_ignoring_one_of_several_accusations_is_refused() -> None:
+    fed = Federation(SEMI_HONEST)
+    honest = fed.run_to(Round.REPORT_BUNDLES)[VICTIM]
+    assert isinstance(honest, ShareBundles)
+    junk = seeded_random_bytes(0, "junk")
+    evil = ShareBundles(VICTIM, {**honest.ciphertexts, 2: junk(88), 4: junk(88)})
+    client = fed.clients[VICTIM]
+    assert client.receive(evil) == BundleReport(VICTIM, frozenset({2, 4}))
+    assert_refuses(
+        client,
+        MaskingRequest(VICTIM, frozenset({2, 5})),  # 5 may be excluded (someone else's accusation)
+        Round.MASKED_INPUT,
+        honest=MaskingRequest(VICTIM, frozenset({2, 4})),
+        reason="kept clients this client accused: [4]",
+    )
+
+
+def test_an_excluded_client_is_not_masked_with_and_its_shares_never_revealed() -> None:
+    """Once the server excludes client 3 for the victim, the victim's masked input leaves out
+    s_13, and no later request gets a share of 3 out of it, as survivor or as dropped."""
+    fed = Federation(SEMI_HONEST)
+    fed.run_to(Round.MASKED_INPUT)
+    client = fed.clients[VICTIM]
+    masked = client.receive(MaskingRequest(VICTIM, frozenset({3})))
+    assert isinstance(masked, MaskedInput)
+    # The same client, masking with everyone, would have sent another vector.
+    other = Federation(SEMI_HONEST)
+    other.run_to(Round.MASKED_INPUT)
+    full = other.clients[VICTIM].receive(MaskingRequest(VICTIM, frozenset()))
+    assert isinstance(full, MaskedInput) and not (full.vector == masked.vector).all()
+    honest = UnmaskingRequest(VICTIM, frozenset({1, 2, 4, 5}), frozenset())
+    for evil, reason in (
+        (UnmaskingRequest(VICTIM, frozenset({1, 2, 4, 5}), frozenset({3})), "not neighbours in U2"),
+        (UnmaskingRequest(VICTIM, frozenset({1, 2, 3, 4, 5}), frozenset()), "not in U2"),
+    ):
+        probe = Federation(SEMI_HONEST)
+        probe.run_to(Round.MASKED_INPUT)
+        victim = probe.clients[VICTIM]
+        victim.receive(MaskingRequest(VICTIM, frozenset({3})))
+        assert_refuses(victim, evil, Round.UNMASKING, honest=honest, reason=reason)
+    answer = client.receive(honest)
+    assert isinstance(answer, UnmaskingShares)
+    assert set(answer.self_mask_shares) == {1, 2, 4, 5} and not answer.secret_key_shares
 
 
 # -- round 3 (active mode): the consistency request ----------------------------------------------
@@ -542,27 +672,25 @@ def test_consistency_signature_from_outside_u3_is_refused() -> None:
 
 
 def _minimal(kind: type) -> object:
+    # One message of each server message type (a KeyError: a new type needs an example here).
     return {
         KeyList: KeyList(VICTIM, {}),
         ShareBundles: ShareBundles(VICTIM, {}),
+        MaskingRequest: MaskingRequest(VICTIM, frozenset()),
         ConsistencyRequest: ConsistencyRequest(VICTIM, frozenset({VICTIM})),
         UnmaskingRequest: UnmaskingRequest(VICTIM, frozenset({VICTIM}), frozenset()),
         UnmaskingShares: UnmaskingShares(VICTIM, {}, {}),
     }[kind]
 
 
+_CLIENT_ROUNDS = [
+    (cfg, at) for cfg in (SEMI_HONEST, ACTIVE) for at in rounds_of(cfg.is_active) if at in CLIENT_EXPECTS
+]
 WRONG_TYPES = [
     (cfg, at, kind)
-    for cfg, rounds in (
-        (SEMI_HONEST, (Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING)),
-        (ACTIVE, (Round.SHARE_KEYS, Round.MASKED_INPUT, Round.CONSISTENCY_CHECK, Round.UNMASKING)),
-    )
-    for at in rounds
-    for kind in (KeyList, ShareBundles, ConsistencyRequest, UnmaskingRequest, UnmaskingShares)
-    if not (at is Round.SHARE_KEYS and kind is KeyList)
-    and not (at is Round.MASKED_INPUT and kind is ShareBundles)
-    and not (at is Round.CONSISTENCY_CHECK and kind is ConsistencyRequest)
-    and not (at is Round.UNMASKING and kind is UnmaskingRequest)
+    for cfg, at in _CLIENT_ROUNDS
+    for kind in [*dict.fromkeys(CLIENT_EXPECTS.values()), UnmaskingShares]
+    if kind is not CLIENT_EXPECTS[at]
 ]
 
 
@@ -581,14 +709,8 @@ def test_wrong_message_type_for_the_round_is_refused(cfg: object, at: Round, kin
 
 @pytest.mark.parametrize(
     ("cfg", "at"),
-    [
-        (SEMI_HONEST, Round.SHARE_KEYS),
-        (SEMI_HONEST, Round.MASKED_INPUT),
-        (SEMI_HONEST, Round.UNMASKING),
-        (ACTIVE, Round.CONSISTENCY_CHECK),
-        (ACTIVE, Round.UNMASKING),
-    ],
-    ids=["key-list", "share-bundles", "unmasking", "consistency", "unmasking-active"],
+    _CLIENT_ROUNDS,
+    ids=[f"{'active' if c.is_active else 'semi'}-{a.value}" for c, a in _CLIENT_ROUNDS],
 )
 def test_message_addressed_to_another_client_is_refused(cfg: object, at: Round) -> None:
     fed = Federation(cfg)  # type: ignore[arg-type]
