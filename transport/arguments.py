@@ -169,6 +169,22 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--server-lr", type=positive_float, default=1.0, help="server learning rate (default: %(default)s)"
     )
+    group = parser.add_argument_group("cohorts (default: every connected client in every round)")
+    group.add_argument(
+        "--cohort", type=int_at_least(2), help="n: clients selected per round from those connected"
+    )
+    group.add_argument(
+        "--cohort-fraction", type=positive_float, help="C: fraction of the connected clients per round"
+    )
+    group.add_argument(
+        "--over-selection",
+        type=positive_float,
+        default=1.0,
+        help="select ceil(this * n), close training when n answered (e.g. 1.3; default: %(default)s)",
+    )
+    group.add_argument(
+        "--selection-seed", type=int, default=0, help="seed of the recorded cohort selection (default: 0)"
+    )
     group = parser.add_argument_group("deadlines (seconds)")
     group.add_argument(
         "--phase-timeout", type=positive_float, default=30.0, help="per SecAgg phase (default: %(default)s)"
@@ -202,6 +218,10 @@ def federation_settings(args: argparse.Namespace) -> FederationSettings:
             train_timeout=args.train_timeout,
             wait_timeout=args.wait_timeout,
             min_clients=args.min_clients,
+            cohort=args.cohort,
+            cohort_fraction=args.cohort_fraction,
+            over_selection=args.over_selection,
+            selection_seed=args.selection_seed,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
