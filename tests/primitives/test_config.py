@@ -1,8 +1,12 @@
 """secagg.config.SecAggConfig: the threshold rules of DESIGN.md section 3 and parameter checks.
 
-Semi-honest server: t > gamma * N. Active server: t > (1 + gamma) * N / 2, which is 2N/3 at
-gamma = 1/3. N is n for the complete graph and the neighbourhood k + 1 for a Harary graph.
+gamma is the fraction of **all n clients** that may collude with the server.
+Complete graph (SecAgg): t >= floor(gamma * n) + 2, so that any released sum holds at least two
+honest inputs; active server also t > (1 + gamma) * n / 2, which is 2n/3 at gamma = 1/3.
 The expected minimum is computed here with exact fractions, not floats.
+Harary graph (SecAgg+): k and t must meet the probabilistic bounds of ``secagg.parameters``
+(checked exactly in ``test_parameters.py``); here: the config refuses what they refuse, with the
+probabilities in the message, and takes both from ``find_parameters`` when given neither.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from fractions import Fraction
 
 import pytest
 
+from secagg import find_parameters
 from secagg.config import MAX_CLIENTS, SecAggConfig, SecurityMode
+from secagg.parameters import assess_harary
 from secagg.primitives.field import DEFAULT_MODULUS, SUPPORTED_PRIMES
 
 GAMMAS = {
@@ -25,9 +31,13 @@ GAMMAS = {
 }
 
 
-def exact_minimum(size: int, gamma: Fraction, active: bool) -> int:
-    bound = (1 + gamma) * size / 2 if active else gamma * size
-    return max(1, math.floor(bound) + 1)  # the smallest integer strictly above the bound
+def exact_minimum(n: int, gamma: Fraction, active: bool) -> int:
+    """floor(gamma n) + 2 (two honest inputs in any sum); active: also the smallest integer
+    strictly above (1 + gamma) n / 2."""
+    low = math.floor(gamma * n) + 2
+    if active:
+        low = max(low, math.floor((1 + gamma) * n / 2) + 1)
+    return low
 
 
 @pytest.mark.parametrize("mode", ["semi_honest", "active"])
@@ -43,25 +53,41 @@ def test_complete_graph_threshold_rule(mode: str, gamma: float) -> None:
             num_clients=n, threshold=low, vector_length=1, mode=mode, collusion_fraction=gamma
         )
         assert config.minimum_safe_threshold() == low
+        assert (
+            SecAggConfig(
+                num_clients=n, threshold=None, vector_length=1, mode=mode, collusion_fraction=gamma
+            ).threshold
+            == low
+        )
         assert SecAggConfig(num_clients=n, threshold=n, vector_length=1, mode=mode, collusion_fraction=gamma)
-        if low > 1:
-            with pytest.raises(ValueError, match=f"t={low - 1} is unsafe"):
-                SecAggConfig(
-                    num_clients=n, threshold=low - 1, vector_length=1, mode=mode, collusion_fraction=gamma
-                )
+        with pytest.raises(ValueError, match=f"t={low - 1} is unsafe|at least 2"):
+            SecAggConfig(
+                num_clients=n, threshold=low - 1, vector_length=1, mode=mode, collusion_fraction=gamma
+            )
+
+
+def test_a_released_sum_holds_two_honest_inputs_over_the_complete_graph() -> None:
+    """t = floor(gamma n) + 1 (> gamma n, the old rule) lets honest dropouts leave one honest
+    input alone with the coalition's: refused; one more is accepted."""
+    for n in (10, 30, 31, 100):
+        corrupt = n // 3
+        with pytest.raises(ValueError, match=f"t={corrupt + 1} is unsafe"):
+            SecAggConfig(num_clients=n, threshold=corrupt + 1, vector_length=1)
+        assert SecAggConfig(num_clients=n, threshold=corrupt + 2, vector_length=1).threshold == corrupt + 2
 
 
 def test_active_rule_is_two_thirds_at_the_default_gamma() -> None:
     for n in range(3, 100):
         config = SecAggConfig(num_clients=n, threshold=n, vector_length=1, mode="active")
-        assert config.minimum_safe_threshold() == 2 * n // 3 + 1  # t > 2n/3
+        assert config.minimum_safe_threshold() == max(2 * n // 3 + 1, n // 3 + 2)  # t > 2n/3
         semi = SecAggConfig(num_clients=n, threshold=n, vector_length=1)
-        assert semi.minimum_safe_threshold() == n // 3 + 1  # t > n/3
+        assert semi.minimum_safe_threshold() == n // 3 + 2
 
 
 def test_float_gamma_is_exact_at_integer_bounds_up_to_max_clients() -> None:
-    """gamma = 1/3 is not exact in binary: at n = 3k the bound gamma*n must still count as k
-    (t = k is unsafe, k + 1 is the minimum), for n up to MAX_CLIENTS."""
+    """gamma = 1/3 is not exact in binary: at n = 3k, floor(gamma*n) must still be k and
+    (1+gamma)*n/2 = 2k must still count as 2k (t = 2k is unsafe, 2k + 1 the minimum), for n up
+    to MAX_CLIENTS."""
     for n in [*range(3, 3000, 3), *range(MAX_CLIENTS - 3000, MAX_CLIENTS + 1, 3), 3 * 349525]:
         for mode, gamma in (
             ("semi_honest", 1 / 3),
@@ -79,8 +105,8 @@ def test_float_gamma_is_exact_at_integer_bounds_up_to_max_clients() -> None:
 @pytest.mark.parametrize(
     ("n", "mode", "passes", "fails"),
     [
-        (6, "semi_honest", 3, 2),  # gamma*n = 2 exactly: t = 2 is not > 2
-        (9, "semi_honest", 4, 3),
+        (6, "semi_honest", 4, 3),  # floor(gamma*n) = 2: t = 3 > gamma*n, but one honest input alone
+        (9, "semi_honest", 5, 4),
         (6, "active", 5, 4),  # 2n/3 = 4 exactly: t = 4 is not > 4
         (9, "active", 7, 6),
         (10, "active", 7, 6),  # 2n/3 = 6.67
@@ -97,40 +123,110 @@ def test_error_message_names_the_numbers() -> None:
     with pytest.raises(ValueError) as info:
         SecAggConfig(num_clients=6, threshold=4, vector_length=1, mode="active")
     message = str(info.value)
-    for part in ("t=4", "active", "(1+gamma)*N/2", "gamma=0.3333", "N=6", "t >= 5"):
+    for part in ("t=4", "active", "(1+gamma)*n/2", "floor(gamma*n)+2", "gamma=0.3333", "n=6", "t >= 5"):
         assert part in message, (part, message)
     with pytest.raises(ValueError) as info:
-        SecAggConfig(
-            num_clients=12, threshold=2, vector_length=1, collusion_fraction=0.25, graph="harary", degree=10
-        )
+        SecAggConfig(num_clients=30, threshold=11, vector_length=1)
     message = str(info.value)
-    for part in ("t=2", "semi_honest", "gamma*N", "gamma=0.25", "N=11", "t >= 3"):
+    for part in ("t=11", "semi_honest", "floor(gamma*n)+2", "n=30", "t >= 12"):
         assert part in message, (part, message)
 
 
-def test_harary_counts_the_neighbourhood_not_n() -> None:
-    # n = 100, k = 10: N = 11. Semi-honest t > 11/3, active t > 22/3.
-    semi = SecAggConfig(num_clients=100, threshold=4, vector_length=1, graph="harary", degree=10)
-    assert semi.neighbourhood_size == 11 and semi.minimum_safe_threshold() == 4
-    with pytest.raises(ValueError, match="N=11"):
-        SecAggConfig(num_clients=100, threshold=3, vector_length=1, graph="harary", degree=10)
-    active = SecAggConfig(
-        num_clients=100, threshold=8, vector_length=1, graph="harary", degree=10, mode="active"
-    )
-    assert active.minimum_safe_threshold() == 8
-    with pytest.raises(ValueError, match="t=7 is unsafe"):
-        SecAggConfig(num_clients=100, threshold=7, vector_length=1, graph="harary", degree=10, mode="active")
+def test_the_reported_sparse_config_is_refused_with_its_probability() -> None:
+    """The issue's k=40, t=14 at n=1000: about half of all clients have >= 13 corrupt neighbours
+    out of 40 when a third of the clients collude (exact hypergeometric here), so the union bound
+    is 1; the message says so and names the finder's choice."""
+    exact = sum(math.comb(333, x) * math.comb(666, 40 - x) for x in range(13, 41)) / math.comb(999, 40)
+    assert 0.4 < exact < 0.7
+    with pytest.raises(ValueError) as info:
+        SecAggConfig(1000, 14, 10, graph="harary", degree=40)
+    message = str(info.value)
+    found = find_parameters(1000, 1 / 3, 0.1)
+    for part in (
+        "t=14",
+        "k=40",
+        "is unsafe",
+        "P(some client has >= 13 corrupt neighbours) <= 1 (2^0)",
+        "2^-41",
+        "2^-20",
+        f"k={found.degree}, t={found.threshold}",
+    ):
+        assert part in message, (part, message)
+
+
+def test_harary_explicit_values_meet_the_bounds() -> None:
+    """n=100, k=44 (the finder's degree at gamma=1/3, delta=0.1): its t is the smallest secure
+    one; one less is unsafe, and a t most neighbourhoods cannot reach is too fragile."""
+    found = find_parameters(100, 1 / 3, 0.1)
+    assert (found.graph, found.degree) == ("harary", 44)
+    k, t = found.degree, found.threshold
+    config = SecAggConfig(100, t, 1, graph="harary", degree=k)
+    assert config.minimum_safe_threshold() == t and config.assessment == found
+    assert config.assessment.secure and config.assessment.correct
+    assert SecAggConfig(100, None, 1, graph="harary", degree=k).threshold == t
+    with pytest.raises(
+        ValueError, match=rf"t={t - 1} with degree k={k} is unsafe.*>= {t - 2} corrupt neighbours\) <= 2\^"
+    ):
+        SecAggConfig(100, t - 1, 1, graph="harary", degree=k)
+    with pytest.raises(
+        ValueError, match=r"too fragile \(rounds would fail\).*keeps < 44 surviving neighbours\) <= "
+    ):
+        SecAggConfig(100, 44, 1, graph="harary", degree=k)
     # t cannot exceed the k + 1 holders of a client's shares, even though n is larger
-    with pytest.raises(ValueError, match=r"t=12 exceeds .*11.*degree 10"):
-        SecAggConfig(num_clients=100, threshold=12, vector_length=1, graph="harary", degree=10)
-    for k in range(2, 40, 2):
-        for active_mode in (False, True):
-            low = exact_minimum(k + 1, Fraction(1, 3), active_mode)
-            mode = "active" if active_mode else "semi_honest"
-            config = SecAggConfig(
-                num_clients=50, threshold=low, vector_length=1, graph="harary", degree=k, mode=mode
-            )
-            assert config.minimum_safe_threshold() == low
+    with pytest.raises(ValueError, match=r"t=46 exceeds .*45.*degree 44"):
+        SecAggConfig(100, 46, 1, graph="harary", degree=k)
+    # the active mode asks more of the same degree: 2t > k + 1 + (corrupt neighbours)
+    assert not assess_harary(100, k, t, 1 / 3, 0.1, active=True).secure
+    with pytest.raises(ValueError, match="unsafe in active mode"):
+        SecAggConfig(100, t, 1, graph="harary", degree=k, mode="active")
+
+
+@pytest.mark.parametrize("mode", ["semi_honest", "active"])
+@pytest.mark.parametrize(
+    ("n", "gamma", "delta"),
+    [
+        (5, 1 / 3, 0.1),
+        (10, 1 / 3, 0.1),
+        (30, 1 / 3, 0.1),
+        (100, 0.2, 0.05),
+        (1000, 1 / 3, 0.1),
+        (1000, 0.05, 0.33),
+    ],
+)
+def test_harary_without_degree_or_threshold_is_the_finder(
+    mode: str, n: int, gamma: float, delta: float
+) -> None:
+    found = find_parameters(n, gamma, delta, mode)
+    config = SecAggConfig(
+        n, vector_length=3, graph="harary", mode=mode, collusion_fraction=gamma, dropout_fraction=delta
+    )
+    assert config.graph == found.graph and config.threshold == found.threshold
+    assert config.degree == (found.degree if found.graph == "harary" else None)
+    assert config.neighbourhood_size == found.degree + 1
+    assert config.assessment == found
+    assert config.collusion_fraction == gamma and config.dropout_fraction == delta
+
+
+def test_the_finder_falls_back_to_the_complete_graph_for_small_n() -> None:
+    config = SecAggConfig(5, vector_length=1, graph="harary")
+    assert (config.graph, config.degree, config.threshold) == ("complete", None, 3)  # floor(5/3) + 2
+    assert config.assessment.graph == "complete" and config.assessment.log2_security == -math.inf
+
+
+def test_replace_revalidates() -> None:
+    config = SecAggConfig(100, vector_length=3, graph="harary")
+    longer = dataclasses.replace(config, vector_length=7)
+    assert longer.vector_length == 7 and longer.assessment == config.assessment
+    assert (longer.degree, longer.threshold) == (config.degree, config.threshold)
+    assert dataclasses.replace(config, vector_length=3) == config
+    with pytest.raises(ValueError, match="is unsafe"):
+        dataclasses.replace(config, threshold=config.threshold - 1)
+    with pytest.raises(ValueError, match="is unsafe"):
+        dataclasses.replace(config, collusion_fraction=0.45)  # same k and t, more collusion
+    complete = SecAggConfig(30, 12, 1)
+    assert dataclasses.replace(complete, threshold=20).threshold == 20
+    with pytest.raises(ValueError, match="t=11 is unsafe"):
+        dataclasses.replace(complete, threshold=11)
 
 
 def test_threshold_above_n_is_rejected() -> None:
@@ -142,7 +238,7 @@ def test_threshold_above_n_is_rejected() -> None:
     ("kwargs", "message"),
     [
         ({"graph": "ring"}, "graph must be"),
-        ({"graph": "harary"}, "even degree"),  # no degree
+        ({"graph": "harary"}, "needs its degree"),  # a threshold without a degree
         ({"graph": "harary", "degree": 3}, "even degree"),
         ({"graph": "harary", "degree": 0}, "even degree"),
         ({"graph": "harary", "degree": 10}, "even degree"),  # k >= n
@@ -160,15 +256,21 @@ def test_threshold_above_n_is_rejected() -> None:
         ({"collusion_fraction": -0.1}, "collusion_fraction"),
         ({"collusion_fraction": True}, "collusion_fraction"),
         ({"collusion_fraction": "0.3"}, "collusion_fraction"),
+        ({"dropout_fraction": 1.0}, "dropout_fraction"),
+        ({"dropout_fraction": -0.1}, "dropout_fraction"),
+        ({"dropout_fraction": True}, "dropout_fraction"),
+        ({"dropout_fraction": "0.1"}, "dropout_fraction"),
         ({"num_clients": 1, "threshold": 1}, "num_clients"),
         ({"num_clients": MAX_CLIENTS + 1}, "num_clients"),
         ({"num_clients": 10.0}, "num_clients"),
         ({"num_clients": True}, "num_clients"),
         ({"vector_length": 0}, "vector_length"),
         ({"vector_length": 2**30 + 1}, "vector_length"),
-        ({"threshold": 5.0}, "threshold"),
-        ({"threshold": 0}, "t=0 is unsafe"),
-        ({"threshold": -3}, "unsafe"),
+        ({"vector_length": None}, "vector_length is required"),
+        ({"threshold": 5.0}, "threshold must be an int"),
+        ({"threshold": 1}, "at least 2, got t=1"),
+        ({"threshold": 0}, "at least 2, got t=0"),
+        ({"threshold": -3}, "at least 2"),
     ],
 )
 def test_bad_parameters_are_rejected(kwargs: dict, message: str) -> None:
@@ -182,24 +284,35 @@ def test_good_parameters_are_accepted_and_normalised() -> None:
     assert config.mode is SecurityMode.ACTIVE and config.is_active
     assert SecAggConfig(num_clients=10, threshold=5, vector_length=8, degree=9).neighbourhood_size == 10
     for p in SUPPORTED_PRIMES:
-        assert SecAggConfig(num_clients=3, threshold=2, vector_length=1, modulus=p).modulus == p
-    harary = SecAggConfig(num_clients=3, threshold=2, vector_length=1, graph="harary", degree=2)
+        assert SecAggConfig(num_clients=3, threshold=3, vector_length=1, modulus=p).modulus == p
+    harary = SecAggConfig(
+        num_clients=3, threshold=2, vector_length=1, graph="harary", degree=2, collusion_fraction=0.0
+    )
     assert harary.neighbourhood_size == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.threshold = 1  # type: ignore[misc]
 
 
 def test_canonical_bytes_change_with_every_parameter() -> None:
-    base = {"num_clients": 20, "threshold": 5, "vector_length": 100, "graph": "harary", "degree": 6}
+    # gamma = 0.2 of 20 is 4 clients: t = 6 > 4 + 1 holds for any labelling, no dropouts assumed.
+    base = {
+        "num_clients": 20,
+        "threshold": 6,
+        "vector_length": 100,
+        "graph": "harary",
+        "degree": 8,
+        "collusion_fraction": 0.2,
+        "dropout_fraction": 0.0,
+    }
     changes = [
         {"num_clients": 21},
-        {"threshold": 4},
+        {"threshold": 7},
         {"vector_length": 101},
         {"modulus": 2**61 - 1},
-        {"degree": 8},
+        {"degree": 10},
         {"graph": "complete", "degree": None, "threshold": 8},
-        {"mode": "active", "threshold": 6},
-        {"collusion_fraction": 0.25},
+        {"mode": "active", "threshold": 7},
+        {"collusion_fraction": 0.15},
     ]
     encodings = {SecAggConfig(**base).canonical_bytes()}
     for change in changes:
