@@ -29,8 +29,9 @@ model is noisier by a factor ``sqrt(m / t)`` in standard deviation: the price of
 when only t survive.
 
 Modulus and wrapping: the field is the one the existing guard picks for ``bits`` per client
-(``QuantizationConfig``: ``n * L < p / 2`` with ``L = 2**(bits - 1) - 1``), and s is the largest
-scale for which the noisy sum of all n clients stays within ``n * L`` per coordinate except with
+(``QuantizationConfig``: the smallest supported prime p with ``n * L < p / 2``,
+``L = 2**(bits - 1) - 1``), and s is the largest scale for which the noisy sum of all n clients
+stays below p / 2 in magnitude per coordinate (so its centred lift is exact) except with
 probability ``wrap_probability``: the rotated signal is sub-Gaussian (Hoeffding over the random
 signs, the clients' updates summing to norm at most ``n c s``), the rounding errors add less than
 n, and the summed noise obeys the sub-Gaussian (discrete Gaussian) or Bennett (Skellam) tail; the
@@ -134,7 +135,7 @@ class DistributedDP:
     clip: float
     mechanism: Mechanism = "ddgauss"
     bits: int = 16
-    wrap_probability: float = 1e-6
+    wrap_probability: float = 1e-9
     rounding_beta: float = DEFAULT_ROUNDING_BETA
     colluders: int = 0
 
@@ -179,7 +180,7 @@ class DPPlan:
             Gaussian, its parameter sigma^2).
         quantization: the field (``modulus``) and the guard's ``n * L < p / 2``.
         wrap_bound: per coordinate, |noisy sum of n clients| <= wrap_bound except with probability
-            ``dp.wrap_probability``; at most ``n * L``.
+            ``dp.wrap_probability``; below p / 2.
         planned_epsilon: epsilon over ``dp.rounds`` rounds that each release t survivors.
     """
 
@@ -333,7 +334,7 @@ def _plan(dp: DistributedDP, n: int, t: int, d: int) -> DPPlan:
         )
     quant = dp.quantization(n)
     padded = padded_dimension(d)
-    room = n * quant.levels
+    room = (quant.modulus - 1) // 2  # the centred lift is exact below p / 2
     z = pa.gaussian_noise_multiplier(dp.epsilon, dp.delta, dp.rounds)
 
     def sensitivities(scale: float) -> tuple[float, float]:
@@ -364,7 +365,8 @@ def _plan(dp: DistributedDP, n: int, t: int, d: int) -> DPPlan:
     low, high = 1e-6 / dp.clip, room / dp.clip
     if not fits(low):
         raise ValueError(
-            f"bits={dp.bits} leave no room for the noisy sum of n={n} clients (n * L = {room}); use more bits"
+            f"bits={dp.bits} (modulus p={quant.modulus}) leave no room for the noisy sum of n={n} "
+            "clients below p/2; use more bits"
         )
     while high / low > 1 + 1e-6:
         mid = math.sqrt(low * high)
