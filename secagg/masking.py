@@ -178,15 +178,18 @@ _Streams = Sequence[tuple[object, int]]
 
 
 class _Scratch:
-    """Block-sized work buffers, allocated once per ``apply_masks`` call."""
+    """Block-sized work buffers, allocated on first use (fresh pages cost a fault each to touch)."""
 
     def __init__(self, block: int) -> None:
-        half = (block + 1) // 2
-        self.wide = np.empty(block, dtype=np.uint64)
-        self.a = np.empty(half, dtype=np.uint64)
-        self.b = np.empty(half, dtype=np.uint64)
-        self.c = np.empty(half, dtype=np.uint64)
-        self.d = np.empty(half, dtype=np.uint64)
+        self.block = block
+        self._buffers: dict[str, npt.NDArray[np.uint64]] = {}
+
+    def get(self, name: str, size: int) -> npt.NDArray[np.uint64]:
+        """The buffer ``name`` (at least a half block long), cut to ``size`` elements."""
+        buffer = self._buffers.get(name)
+        if buffer is None:
+            buffer = self._buffers[name] = np.empty(max(size, (self.block + 1) // 2), dtype=np.uint64)
+        return buffer[:size]
 
 
 def _add_wide(acc: FieldVector, streams: _Streams, reader: MaskReader, modulus: int, s: _Scratch) -> None:
@@ -198,7 +201,7 @@ def _add_wide(acc: FieldVector, streams: _Streams, reader: MaskReader, modulus: 
     for stream, sign in streams:
         words = reader.read(stream, n)
         (np.add if sign > 0 else np.subtract)(acc, words, out=acc)
-    reduce_into(acc, modulus, s.wide[:n])
+    reduce_into(acc, modulus, s.get("wide", n))
 
 
 def _add_in_lanes(acc: FieldVector, streams: _Streams, reader: MaskReader, modulus: int, s: _Scratch) -> None:
@@ -213,7 +216,7 @@ def _add_in_lanes(acc: FieldVector, streams: _Streams, reader: MaskReader, modul
     n = acc.shape[0]
     half = n // 2
     group = lane_group_size(modulus)
-    even, odd, lanes, part = s.a[:half], s.b[:half], s.c[:half], s.d[:half]
+    even, odd, lanes, part = (s.get(name, half) for name in ("a", "b", "c", "d"))
     plus = [stream for stream, sign in streams if sign > 0]
     minus = [stream for stream, sign in streams if sign < 0]
     offset = np.uint64(-(-len(minus) // group) * group * modulus)
@@ -248,19 +251,22 @@ def _add_split(acc: FieldVector, streams: _Streams, reader: MaskReader, modulus:
     """
     n = acc.shape[0]
     half = n // 2
-    total, high, part, work = s.a[:half], s.b[:half], s.c[:half], s.d[:half]
-    total.fill(0)
-    high.fill(0)
+    total, high, part = (s.get(name, half) for name in ("a", "b", "c"))
     tail = int(acc[n - 1]) if n % 2 else 0
-    for stream, sign in streams:
+    for i, (stream, sign) in enumerate(streams):
         words = reader.read(stream, n)
         pairs = words[: 2 * half].view(np.uint64)
         combine = np.add if sign > 0 else np.subtract
-        combine(total, pairs, out=total)
-        np.right_shift(pairs, _SHIFT32, out=part)
-        combine(high, part, out=high)
         if n % 2:
             tail += sign * int(words[n - 1])
+        if i == 0:  # start the sums from the first mask (signed): no zero-fill pass
+            combine(np.uint64(0), pairs, out=total)
+            np.right_shift(pairs, _SHIFT32, out=high)
+            combine(np.uint64(0), high, out=high)
+        else:
+            combine(total, pairs, out=total)
+            np.right_shift(pairs, _SHIFT32, out=part)
+            combine(high, part, out=high)
     # Both signed sums are within len(streams) * 2**32 of zero: adding k*p (k*p above that bound)
     # to the accumulator's value makes them non-negative, still exact in uint64.
     lift = np.uint64(-(-(len(streams) << 32) // modulus) * modulus)
@@ -270,7 +276,7 @@ def _add_split(acc: FieldVector, streams: _Streams, reader: MaskReader, modulus:
     np.add(total, acc[0 : 2 * half : 2], out=total)
     np.add(high, lift, out=high)
     np.add(high, acc[1 : 2 * half : 2], out=high)
-    _store_pairs(acc, total, high, tail, modulus, work)
+    _store_pairs(acc, total, high, tail, modulus, part)
 
 
 def _store_pairs(

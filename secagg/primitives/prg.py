@@ -44,6 +44,22 @@ class MaskDomain(Enum):
         return tag + bytes(_COUNTER_BYTES)
 
 
+_zeros = bytes(0)
+
+
+def _zero_bytes(nbytes: int) -> memoryview:
+    """``nbytes`` zero bytes, the AES-CTR plaintext, from one shared immutable buffer.
+
+    Kept across calls (it never changes, so sharing is safe): a fresh ``bytes(n)`` per call
+    would write every page again.
+    """
+    global _zeros
+    zeros = _zeros
+    if len(zeros) < nbytes:
+        zeros = _zeros = bytes(max(nbytes, 2 * len(zeros)))
+    return memoryview(zeros)[:nbytes]
+
+
 def word_dtype(modulus: int) -> type[np.unsignedinteger]:
     """The keystream word type for a modulus: uint32 below 2**32, else uint64."""
     return np.uint32 if modulus <= 2**32 else np.uint64
@@ -70,7 +86,7 @@ class MaskReader:
         bits = bit_length(modulus)
         self._low_mask = self._dtype((1 << bits) - 1) if bits < 8 * self._word_bytes else None
         self._limit = self._dtype(modulus)
-        self._zeros = bytes(block_words * self._word_bytes)
+        self._zeros = _zero_bytes(block_words * self._word_bytes)
         # update_into wants room for one extra AES block; a numpy buffer is 8-byte aligned, so
         # callers may view pairs of uint32 words as uint64.
         self._raw = np.empty(block_words * self._word_bytes + _BLOCK - 1, dtype=np.uint8)
@@ -90,7 +106,7 @@ class MaskReader:
         if not 0 < count <= self.block_words:
             raise ValueError(f"can read 1..{self.block_words} words at a time, asked for {count}")
         nbytes = count * self._word_bytes
-        stream.update_into(memoryview(self._zeros)[:nbytes], self._raw)  # type: ignore[attr-defined]
+        stream.update_into(self._zeros[:nbytes], self._raw)  # type: ignore[attr-defined]
         words = self._words[:count]
         if self._low_mask is not None:
             np.bitwise_and(words, self._low_mask, out=words)
