@@ -111,7 +111,9 @@ class SecureAggregationWorkflow:
 
     Args:
         clip, max_weight, bits, graph, collusion_fraction, dropout_fraction, threshold, degree:
-            the threat model and quantization (``ThreatModel``).
+            the threat model and quantization (``ThreatModel``). The default graph is SecAgg+'s
+            Harary graph with k and t from the parameter finder, which falls back to the
+            complete graph when n leaves no sparser safe choice.
         timeout: seconds to wait for the replies of each stage (None: wait for all, as Flower).
         stage_timeouts: per-stage overrides, by stage name (e.g. ``{"masked_input": 600}``:
             that stage includes local training).
@@ -123,7 +125,7 @@ class SecureAggregationWorkflow:
         clip: float = 1.0,
         max_weight: int = 1000,
         bits: int = 16,
-        graph: str = "complete",
+        graph: str = "harary",
         collusion_fraction: float = 1 / 3,
         dropout_fraction: float = 0.1,
         threshold: int | None = None,
