@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from secagg.primitives import shamir
 from secagg.simulate import seeded_random_bytes
 
-from ._reference import SHAMIR_PRIME, is_prime, lagrange_interpolate_at_zero
+from ._reference import SHAMIR_PRIME, is_prime, lagrange_interpolate_at_zero, poly_eval_mod
 
 
 def _rb(label: str) -> shamir.RandomBytes:
@@ -177,3 +177,123 @@ def test_reconstruct_rejects_threshold_below_one(threshold: int) -> None:
     shares = shamir.share(shamir.encode_element(5), 2, [1, 2, 3], _rb("t0"))
     with pytest.raises(ValueError, match="threshold"):
         shamir.reconstruct(shares, threshold)
+
+
+# -- decoding around wrong shares (Berlekamp-Welch) ---------------------------------------------
+
+
+def _corrupted(shares: dict[int, bytes], holders: list[int], shifts: list[int]) -> dict[int, bytes]:
+    """The shares with those holders' values moved by a non-zero amount (still in range)."""
+    out = dict(shares)
+    for x, shift in zip(holders, shifts, strict=True):
+        out[x] = shamir.encode_element((shamir.decode_element(out[x]) + shift) % shamir.PRIME)
+    return out
+
+
+@st.composite
+def noisy_shares(
+    draw: st.DrawFn, beyond: bool = False, random_shifts: bool = False
+) -> tuple[bytes, dict[int, bytes], int, set[int], int]:
+    """(secret, shares, t, the holders whose share is wrong, error budget (N - t) // 2).
+
+    ``beyond``: more wrong shares than the budget (at least one more), else at most the budget.
+    ``random_shifts``: the wrong shares move by independent uniform amounts (else hypothesis
+    picks them, e.g. all the same, which keeps them on one polynomial)."""
+    t = draw(st.integers(1, 5))
+    n = draw(st.integers(t + (1 if beyond else 0), t + 8))
+    holders = draw(st.lists(st.integers(1, 2**20), min_size=n, max_size=n, unique=True))
+    budget = (n - t) // 2
+    count = draw(st.integers(budget + 1, n) if beyond else st.integers(0, budget))
+    wrong = draw(st.lists(st.sampled_from(holders), min_size=count, max_size=count, unique=True))
+    label = f"{t}/{holders}"
+    if random_shifts:
+        rb = _rb(f"bw-shifts/{label}/{wrong}")
+        shifts = [1 + shamir.decode_element(shamir.random_secret(rb)) % (shamir.PRIME - 1) for _ in wrong]
+    else:
+        shifts = draw(st.lists(st.integers(1, shamir.PRIME - 1), min_size=count, max_size=count))
+    secret = shamir.random_secret(_rb(f"bw-secret/{label}"))
+    shares = shamir.share(secret, t, holders, _rb(f"bw-share/{label}"))
+    return secret, _corrupted(shares, wrong, shifts), t, set(wrong), budget
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=noisy_shares(), data=st.data())
+def test_decode_with_errors_corrects_up_to_half_the_spare_shares_and_names_them(
+    case: tuple[bytes, dict[int, bytes], int, set[int], int], data: st.DataObject
+) -> None:
+    """N shares of a degree < t polynomial, w <= (N - t) // 2 of them wrong: with any error budget
+    e in [w, (N - t) // 2] the decoder returns the secret and exactly the wrong holders."""
+    secret, shares, t, wrong, budget = case
+    e = data.draw(st.integers(len(wrong), budget))
+    decoded = shamir.decode_with_errors(shares, t, e)
+    assert decoded == (secret, frozenset(wrong))
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=noisy_shares(beyond=True, random_shifts=True))
+def test_decode_with_errors_returns_none_beyond_its_budget(
+    case: tuple[bytes, dict[int, bytes], int, set[int], int],
+) -> None:
+    """More than (N - t) // 2 wrong shares, moved at random: no polynomial of degree < t is that
+    close to them (but for a chance of about N^t / P), so the decoder finds none and says so."""
+    _, shares, t, _, budget = case
+    assert shamir.decode_with_errors(shares, t, budget) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=noisy_shares(beyond=True))
+def test_decode_with_errors_beyond_its_budget_never_claims_a_polynomial_that_is_not_there(
+    case: tuple[bytes, dict[int, bytes], int, set[int], int],
+) -> None:
+    """Whatever the wrong shares (hypothesis may line them up on another polynomial): the answer
+    is None, or a secret and at most e holders such that every other share lies on one
+    polynomial of degree < t with that secret (checked by textbook interpolation)."""
+    secret, shares, t, _, budget = case
+    decoded = shamir.decode_with_errors(shares, t, budget)
+    if decoded is None:
+        return
+    claimed, named = decoded
+    assert len(named) <= budget and claimed != secret  # the true f disagrees with > e shares
+    rest = {x: shamir.decode_element(y) for x, y in sorted(shares.items()) if x not in named}
+    base = dict(list(rest.items())[: t - 1])
+    for x, y in rest.items():
+        if x not in base:
+            constant = lagrange_interpolate_at_zero({**base, x: y}, SHAMIR_PRIME)
+            assert shamir.encode_element(constant) == claimed
+
+
+def test_decode_with_errors_can_be_fooled_by_wrong_shares_on_another_polynomial() -> None:
+    """Why the server checks every decoded secret against a commitment: e + 1 wrong shares that
+    lie on another polynomial g (which agrees with t - 1 right ones) make g the closest
+    polynomial, and the decoder returns g's secret and names e honest holders."""
+    t, e = 3, 2
+    holders = list(range(1, t + 2 * e + 1))  # N = t + 2e = 7
+    f = [11, 22, 33]
+    # g - f vanishes at the two holders 1 and 2 (t - 1 = 2): g = f + (x - 1)(x - 2).
+    g = [(11 + 2) % SHAMIR_PRIME, (22 - 3) % SHAMIR_PRIME, 33 + 1]
+    right = {x: poly_eval_mod(f, x, SHAMIR_PRIME) for x in holders}
+    liars = [3, 4, 5]  # e + 1 = 3 shares moved onto g
+    values = {x: poly_eval_mod(g, x, SHAMIR_PRIME) if x in liars else right[x] for x in holders}
+    shares = {x: shamir.encode_element(y) for x, y in values.items()}
+    decoded = shamir.decode_with_errors(shares, t, e)
+    assert decoded == (shamir.encode_element(g[0]), frozenset({6, 7}))
+    assert decoded[0] != shamir.encode_element(f[0])
+
+
+def test_decode_with_errors_without_budget_accepts_only_consistent_shares() -> None:
+    secret = shamir.random_secret(_rb("bw-e0"))
+    shares = shamir.share(secret, 3, range(1, 6), _rb("bw-e0-share"))
+    assert shamir.decode_with_errors(shares, 3, 0) == (secret, frozenset())
+    assert shamir.decode_with_errors(_corrupted(shares, [4], [1]), 3, 0) is None
+    # e = 0 with exactly t shares: any t points lie on one polynomial; nothing can be checked.
+    three = {x: shares[x] for x in (1, 2, 3)}
+    assert shamir.decode_with_errors(_corrupted(three, [2], [5]), 3, 0) is not None
+
+
+@pytest.mark.parametrize(("count", "errors"), [(4, 1), (6, 2), (3, -1), (2, 0)])
+def test_decode_with_errors_needs_t_plus_2e_shares(count: int, errors: int) -> None:
+    shares = shamir.share(bytes(32), 3, range(1, count + 1), _rb("bw-few")) if count >= 3 else {}
+    if count < 3:
+        shares = {1: bytes(32), 2: bytes(32)}
+    with pytest.raises(ValueError, match="cannot correct"):
+        shamir.decode_with_errors(shares, 3, errors)
