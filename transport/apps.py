@@ -148,14 +148,16 @@ class LearnerApp:
 
     def server_model(self) -> LearnerModel:
         """Initial vector of ``learner``, accuracy on ``test_data``."""
+        learner = self.learner  # first: a missing torch shows before any data is loaded
         test = self._test_data() if self._test_data is not None else None
-        return LearnerModel(self.learner, test)
+        return LearnerModel(learner, test)
 
     def client_trainer(self, client_id: int) -> LearnerTrainer:
         """Local SGD on ``client_data(client_id)``, with a learner of its own (so trainers of
         several clients in one process may train at the same time)."""
+        learner = self._make_learner()
         data = self._client_data(client_id)
-        return LearnerTrainer(self._make_learner(), data, seed=self.seed * 100_003 + client_id)
+        return LearnerTrainer(learner, data, seed=self.seed * 100_003 + client_id)
 
     @property
     def is_torch(self) -> bool:
