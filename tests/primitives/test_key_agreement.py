@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from secagg import AbortedError, Round, RoundSetup, SecAggClient, SecAggConfig, SecAggServer
 from secagg.errors import RemoteProtocolError
+from secagg.messages import KeyList, PublicKeys
 from secagg.primitives import key_agreement
 from secagg.primitives.key_agreement import KeyPurpose
+from secagg.simulate import seeded_random_bytes
 
 from ._reference import A_MONT, P25519, count_roots, decode_u, ladder, poly_eval, x25519
 
@@ -175,3 +181,114 @@ def test_private_bytes_roundtrip() -> None:
     key = key_agreement.generate_private_key(raw)
     assert key_agreement.private_bytes(key) == raw  # what a client Shamir-shares as s_SK
     assert key_agreement.public_bytes(key) == x25519(raw, (9).to_bytes(32, "little"))
+
+
+# -- canonical public keys: compare curve points, not bytes -------------------------------------
+
+
+def _aliases(public: bytes) -> list[bytes]:
+    """Every 32-byte encoding of the same u (mod p): bit 255 either way, u + p when < 2**255."""
+    return _encodings(decode_u(public) % P25519)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+def test_canonical_keys_are_equal_exactly_when_the_points_are(a: bytes, b: bytes) -> None:
+    """canonical(a) == canonical(b) iff a and b name the same u mod p (RFC 7748 decoding: bit 255
+    masked, u read mod 2^255 - 19); the canonical form is itself one of the encodings, with
+    bit 255 clear and u < p, and canonical of it is itself."""
+    ca = key_agreement.canonical_public_key(a)
+    assert (ca == key_agreement.canonical_public_key(b)) is (decode_u(a) % P25519 == decode_u(b) % P25519)
+    assert len(ca) == 32 and int.from_bytes(ca, "little") < P25519
+    assert key_agreement.canonical_public_key(ca) == ca
+
+
+@pytest.mark.parametrize("u", [9, 10, 18], ids=lambda u: f"u={u}")
+def test_u_plus_p_and_bit_255_aliases_are_the_same_key(u: int) -> None:
+    """For small u, u + p still fits in 255 bits: four encodings of one public key. X25519 gives
+    the same shared secret with each, so they must compare equal."""
+    encodings = _encodings(u)
+    assert len(encodings) == 4
+    own = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+    secrets = set()
+    for encoding in encodings:
+        if key_agreement.is_valid_public_key(encoding):
+            secrets.add(own.exchange(key_agreement.load_public_key(encoding)))
+    assert len(secrets) <= 1
+    assert len({key_agreement.canonical_public_key(e) for e in encodings}) == 1
+
+
+def test_a_real_key_with_bit_255_flipped_is_the_same_key() -> None:
+    alice, bob = _party(11), _party(12)
+    flipped = bob[1][:31] + bytes([bob[1][31] ^ 0x80])
+    assert flipped != bob[1]
+    assert alice[0].exchange(key_agreement.load_public_key(flipped)) == alice[0].exchange(
+        key_agreement.load_public_key(bob[1])
+    )
+    assert key_agreement.canonical_public_key(flipped) == key_agreement.canonical_public_key(bob[1])
+    assert len(_aliases(bob[1])) == 2  # a random key's u + p does not fit in 255 bits
+
+
+# -- ... as the protocol uses them --------------------------------------------------------------
+
+
+def _round(n: int = 4) -> tuple[SecAggServer, dict[int, SecAggClient]]:
+    cfg = SecAggConfig(n, 3, 2, collusion_fraction=0.0)
+    setup = RoundSetup(cfg, bytes(32))
+    clients = {
+        i: SecAggClient(setup, i, np.zeros(2, dtype=np.uint64), random_bytes=seeded_random_bytes(1, f"c/{i}"))
+        for i in range(1, n + 1)
+    }
+    return SecAggServer(setup), clients
+
+
+def _alias(key: bytes) -> bytes:
+    return key[:31] + bytes([key[31] ^ 0x80])
+
+
+@pytest.mark.parametrize("which", ["c_pk", "s_pk"])
+def test_the_server_drops_a_client_re_advertising_a_neighbours_key_with_bit_255_flipped(which: str) -> None:
+    server, clients = _round()
+    adverts = {i: c.start() for i, c in clients.items()}
+    copy = dataclasses.replace(adverts[2], **{which: _alias(getattr(adverts[1], which))})
+    for i in (1, 3, 4):
+        server.receive(adverts[i])
+    server.receive(copy)
+    assert set(server.dropped) == {2}
+    assert "already advertised by client 1" in server.dropped[2].reason
+
+
+def test_the_server_drops_a_client_re_advertising_the_base_point_as_u_plus_p() -> None:
+    """The u + p alias, with the one kind of key where it exists (u < 19): the base point u = 9."""
+    server, clients = _round()
+    adverts = {i: c.start() for i, c in clients.items()}
+    nine, nine_plus_p = (9).to_bytes(32, "little"), (9 + P25519).to_bytes(32, "little")
+    server.receive(dataclasses.replace(adverts[1], c_pk=nine))
+    server.receive(dataclasses.replace(adverts[2], s_pk=nine_plus_p))
+    assert set(server.dropped) == {2}
+    assert "already advertised by client 1" in server.dropped[2].reason
+
+
+@pytest.mark.parametrize(
+    "case", ["a neighbour's c_pk as another's", "own s_pk reflected", "c_pk == s_pk of one neighbour"]
+)
+def test_the_client_aborts_on_a_key_list_with_aliased_keys(case: str) -> None:
+    server, clients = _round()
+    adverts = {i: c.start() for i, c in clients.items()}
+    for advert in adverts.values():
+        server.receive(advert)
+    requests = server.advance()
+    honest = requests[1]
+    assert isinstance(honest, KeyList)
+    keys = dict(honest.keys)
+    own = adverts[1]
+    if case == "a neighbour's c_pk as another's":
+        keys[3] = PublicKeys(_alias(keys[2].c_pk), keys[3].s_pk)
+    elif case == "own s_pk reflected":
+        keys[3] = PublicKeys(keys[3].c_pk, _alias(own.s_pk))
+    else:
+        keys[3] = PublicKeys(keys[3].c_pk, _alias(keys[3].c_pk))
+    client = clients[1]
+    with pytest.raises(AbortedError, match="duplicated public keys"):
+        client.receive(KeyList(1, keys))
+    assert client.round is Round.ABORTED
