@@ -183,9 +183,8 @@ class Demo:
         self._status_width = 0
         self._stopping = False
         self._between_rounds = True
-        self._connected: set[int] = set()  # registered connections, from the server's events
-        self._members: set[int] = set()  # clients still in the current round
-        self._participants = 0  # clients the current round started with
+        self._server: FederationServer | None = None
+        self._killed: set[int] = set()  # clients killed in the current round
         self._last_accuracy: float | None = None
 
     def warm_up(self) -> None:
@@ -310,34 +309,38 @@ class Demo:
     # -- server callbacks -----------------------------------------------------------------------
 
     def on_event(self, event: ServerEvent) -> None:
-        if event.kind == "registered" and event.client is not None:
-            self._connected.add(event.client)
-        elif event.kind == "left" and event.client is not None:
-            self._connected.discard(event.client)
-            self._members.discard(event.client)
-        elif event.kind == "round_start":
-            self._members = set(self._connected)
-            self._participants = len(self._members)
+        if event.kind == "round_start":
+            self._killed = set()
         if event.kind in ("round_start", "round_end"):
             self._between_rounds = event.kind == "round_end"
         if event.kind == "phase":
             victims = self.plan.get((event.round, event.phase), [])
             for victim in victims:
                 self.notes.setdefault(event.round, _RoundNotes()).killed.append(_Kill(victim, event.phase))
-                # Counted out at once: the server notices the lost connection a moment later.
-                self._members.discard(victim)
+                self._killed.add(victim)
                 self._kill_client(self.slots[victim])
             accuracy = "" if self._last_accuracy is None else f" | accuracy {self._last_accuracy:.3f}"
             killed = f" | killed {', '.join(map(str, victims))}" if victims else ""
             self._status(
-                f"round {event.round}/{self.args.rounds} | phase {event.phase:<17} | clients in the round "
-                f"{len(self._members)}/{self._participants}{accuracy}{killed}"
+                f"round {event.round}/{self.args.rounds} | phase {event.phase:<17} | "
+                f"{self._in_round(event)}{accuracy}{killed}"
             )
         elif event.kind in ("waiting", "registered") and self._waiting_for_start(event):
             self._status(
                 f"round {event.round}/{self.args.rounds} | waiting for clients: "
                 f"{event.alive}/{self.args.clients} connected"
             )
+
+    def _in_round(self, event: ServerEvent) -> str:
+        """``clients in the round k/n``: the round's cohort minus its drops and the clients just
+        killed (the server notices a killed connection a moment later; a restarted client waits
+        for the next round and is not counted)."""
+        report = self._server.coordinator.current_report if self._server is not None else None
+        if report is None:
+            return f"clients connected {event.alive}"
+        gone = {d.client for d in report.dropped} | self._killed
+        left = [c for c in report.participants if c not in gone]
+        return f"clients in the round {len(left)}/{len(report.participants)}"
 
     def _waiting_for_start(self, event: ServerEvent) -> bool:
         """Between rounds (or before the first), while not every client is connected."""
@@ -404,6 +407,7 @@ class Demo:
             on_event=self.on_event,
             on_round=self.on_round,
         )
+        self._server = server
         ssl_context = server_context(*self.cert) if self.cert is not None else None
         await server.start("127.0.0.1", a.port, ssl_context)
         self.url = f"{'wss' if self.cert else 'ws'}://127.0.0.1:{server.port}"

@@ -191,3 +191,48 @@ def test_own_app_through_the_real_server_and_client_processes(tmp_path: Path) ->
     final = app.learner.evaluate(vector, test).accuracy
     assert final > 0.9 > initial + 0.3
     assert final == pytest.approx(rounds[-1]["accuracy"])
+
+
+def test_demo_runs_a_users_app_and_reports_honestly(tmp_path: Path) -> None:
+    from federation_helpers import REPO
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transport.demo",
+            "--app",
+            "test_apps:app",
+            "--app-dir",
+            str(HERE),
+            "--clients",
+            "4",
+            "--rounds",
+            "2",
+            "--dropout",
+            "0.25",
+            "--in-process",
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "deleted at exit (keep them with --workdir DIR)" in result.stdout
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["settings"]["app"] == "test_apps:app"
+    assert "same survivors and local randomness" in record["plaintext_reference"]
+    for row in record["rounds"]:
+        assert row["status"] == "completed" and len(row["survivors"]) == 3
+        # Same clients, same minibatches: the curves differ only by quantization.
+        assert abs(row["accuracy"] - row["plaintext_accuracy"]) <= 0.02
+    # The progress line counts the clients still in the round, also after a killed client is
+    # restarted (it waits for the next round).
+    for number in (1, 2):
+        lines = [line for line in result.stdout.splitlines() if line.startswith(f"round {number}/2 | phase")]
+        killed_at = next(i for i, line in enumerate(lines) if "killed" in line)
+        assert all("clients in the round 4/4" in line for line in lines[:killed_at])
+        assert all("clients in the round 3/4" in line for line in lines[killed_at:])
