@@ -96,7 +96,9 @@ def plot(path: str, results: dict[str, Any]) -> None:
         ax.errorbar(eps, med, yerr=[low, high], marker="o", capsize=3, label=f"distributed DP ({mechanism})")
     ax.axhline(results["no_dp"]["accuracy_median"], color="gray", ls="--", label="secure FedAvg, no DP")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(f"epsilon over {results['rounds']} rounds (delta = {results['delta']:g})")
+    ax.set_xlabel(
+        f"target epsilon over {results['rounds']} rounds at t survivors (delta = {results['delta']:g})"
+    )
     ax.set_ylabel("test accuracy (median, min-max over seeds)")
     ax.set_title("Secure FedAvg on non-IID digits (50 clients, t = 26)")
     ax.legend(loc="lower right")
