@@ -26,7 +26,8 @@ from secagg.messages import (
     UnmaskingRequest,
     UnmaskingShares,
 )
-from transport.codec import FrameLimits, decode_from_client, decode_from_server, encode
+from secagg.messages import BundleReport, MaskingRequest
+from transport.codec import WIRE_VERSION, FrameLimits, decode_from_client, decode_from_server, encode
 from transport.errors import DecodeError
 from transport.wire import Challenge, ClientAbort, Finished, Hello, RoundEnd, RoundStart, Welcome
 
@@ -43,9 +44,11 @@ def key(i: int) -> bytes:
 CLIENT_MESSAGES = [
     Hello(3, None),
     Hello(3, b"s" * 64),
-    AdvertiseKeys(2, key(1), key(2), None),
-    AdvertiseKeys(2, key(1), key(2), b"g" * 64),
+    AdvertiseKeys(2, key(1), key(2), None, b"h" * 32),
+    AdvertiseKeys(2, key(1), key(2), b"g" * 64, b"h" * 32),
     ShareKeys(2, {1: b"c" * BUNDLE_SIZE, 3: b"d" * BUNDLE_SIZE}),
+    BundleReport(2, frozenset()),
+    BundleReport(2, frozenset({1, 3})),
     MaskedInput(4, np.array([0, 1, 2, 3, 2**32 - 6, 7], dtype=np.uint64)),
     ConsistencySignature(1, b"x" * 64),
     UnmaskingShares(1, {2: b"b" * 32}, {3: b"k" * 32}),
@@ -65,6 +68,8 @@ SERVER_MESSAGES = [
     ),
     KeyList(2, {1: PublicKeys(key(1), key(2)), 3: PublicKeys(key(3), key(4), b"s" * 64)}),
     ShareBundles(2, {1: b"c" * BUNDLE_SIZE}),
+    MaskingRequest(2, frozenset()),
+    MaskingRequest(2, frozenset({4})),
     ConsistencyRequest(2, frozenset({1, 2, 3})),
     UnmaskingRequest(2, frozenset({1, 2}), frozenset({3}), {1: b"s" * 64}),
     RoundEnd("completed", "", 4, 0.93),
@@ -108,18 +113,20 @@ def test_vectors_travel_as_raw_little_endian_bytes_with_dtype_and_length() -> No
     envelope = msgpack.unpackb(encode(MaskedInput(1, vector)), strict_map_key=False)
     field = envelope["body"]["vector"]
     assert field == {"dtype": "<u8", "len": 3, "data": vector.astype("<u8").tobytes()}
-    assert envelope["v"] == 1 and envelope["type"] == "masked_input"
+    assert envelope["v"] == WIRE_VERSION and envelope["type"] == "masked_input"
 
 
 def test_each_side_accepts_only_what_the_other_side_may_send() -> None:
     with pytest.raises(DecodeError, match="unexpected message type 'round_start'"):
         decode_from_client(encode(SERVER_MESSAGES[2]), SERVER_LIMITS)
     with pytest.raises(DecodeError, match="unexpected message type 'masked_input'"):
-        decode_from_server(encode(CLIENT_MESSAGES[5]), CLIENT_LIMITS)
+        decode_from_server(
+            encode(next(m for m in CLIENT_MESSAGES if isinstance(m, MaskedInput))), CLIENT_LIMITS
+        )
 
 
 def envelope(body: dict[str, object], kind: str = "masked_input", **fields: object) -> bytes:
-    data: dict[str, object] = {"v": 1, "type": kind, "round": 1, "session": SESSION, "body": body}
+    data: dict[str, object] = {"v": WIRE_VERSION, "type": kind, "round": 1, "session": SESSION, "body": body}
     data.update(fields)
     packed: bytes = msgpack.packb(data, use_bin_type=True)
     return packed
@@ -134,10 +141,16 @@ MALFORMED = {
     "garbage": (b"\xc1\xff\x00garbage", "not a valid msgpack frame"),
     "empty": (b"", "empty frame"),
     "text frame": ("hello", "text frame"),
-    "truncated": (encode(CLIENT_MESSAGES[5])[:-5], "not a valid msgpack frame"),
+    "truncated": (
+        encode(next(m for m in CLIENT_MESSAGES if isinstance(m, MaskedInput)))[:-5],
+        "not a valid msgpack frame",
+    ),
     "trailing bytes": (encode(CLIENT_MESSAGES[0]) + b"\x00", "not a valid msgpack frame"),
     "not a map": (msgpack.packb([1, 2, 3]), "not an envelope"),
-    "future version": (envelope(vector_body(), v=2), "unsupported wire version 2"),
+    "future version": (
+        envelope(vector_body(), v=WIRE_VERSION + 1),
+        f"unsupported wire version {WIRE_VERSION + 1}",
+    ),
     "negative round": (envelope(vector_body(), round=-1), "envelope round"),
     "short session": (envelope(vector_body(), session=b"abc"), "envelope session"),
     "extra field": (envelope({**vector_body(), "x": 1}), "unexpected \\['x'\\]"),
@@ -156,8 +169,18 @@ MALFORMED = {
         "not a valid msgpack frame",
     ),
     "short key": (
-        envelope({"sender": 2, "c_pk": b"k", "s_pk": key(2), "signature": None}, "advertise_keys"),
+        envelope(
+            {"sender": 2, "c_pk": b"k", "s_pk": key(2), "signature": None, "b_commitment": key(3)},
+            "advertise_keys",
+        ),
         "c_pk: must be 32 bytes",
+    ),
+    "short commitment": (
+        envelope(
+            {"sender": 2, "c_pk": key(1), "s_pk": key(2), "signature": None, "b_commitment": b"h"},
+            "advertise_keys",
+        ),
+        "b_commitment: must be 32 bytes",
     ),
     "too many bundles": (
         envelope({"sender": 2, "ciphertexts": {i: b"c" * BUNDLE_SIZE for i in range(1, 8)}}, "share_keys"),
@@ -200,8 +223,8 @@ def test_the_limit_grows_with_the_vector_and_the_neighbourhood() -> None:
 def test_an_unsafe_config_in_a_round_start_is_a_decode_error() -> None:
     start = SERVER_MESSAGES[2]
     data = msgpack.unpackb(encode(start), strict_map_key=False)
-    data["body"]["config"]["threshold"] = 1  # below the semi-honest minimum for 5 clients
-    with pytest.raises(DecodeError, match="threshold t=1 is unsafe"):
+    data["body"]["config"]["threshold"] = 2  # below floor(n/3) + 2 = 3 for 5 clients
+    with pytest.raises(DecodeError, match="threshold t=2 is unsafe"):
         decode_from_server(msgpack.packb(data, use_bin_type=True), CLIENT_LIMITS)
 
 
