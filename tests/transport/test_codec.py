@@ -16,17 +16,18 @@ from secagg import SecAggConfig
 from secagg.messages import (
     BUNDLE_SIZE,
     AdvertiseKeys,
+    BundleReport,
     ConsistencyRequest,
     ConsistencySignature,
     KeyList,
     MaskedInput,
+    MaskingRequest,
     PublicKeys,
     ShareBundles,
     ShareKeys,
     UnmaskingRequest,
     UnmaskingShares,
 )
-from secagg.messages import BundleReport, MaskingRequest
 from transport.codec import WIRE_VERSION, FrameLimits, decode_from_client, decode_from_server, encode
 from transport.errors import DecodeError
 from transport.wire import Challenge, ClientAbort, Finished, Hello, RoundEnd, RoundStart, Welcome
