@@ -70,7 +70,7 @@ from fedavg_core.coordinator import (
 )
 from fedavg_core.vectorize import FloatVector
 from secagg import SecAggConfig
-from secagg.config import MAX_CLIENTS, GraphKind
+from secagg.config import DEFAULT_DROPOUT_FRACTION, MAX_CLIENTS, GraphKind
 from secagg.primitives import signatures
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, vector_digest
@@ -121,7 +121,10 @@ class FederationSettings:
         over_selection: select ``ceil(over_selection * n)`` and close training at n (e.g. 1.3).
         selection_seed: seeds the cohort selection (recorded with every round).
         threshold, graph, degree, mode: the SecAgg round parameters, sized per cohort
-            (threshold None: the rule of ``fedavg_core.SecureAggregator``).
+            (threshold None: the rule of ``fedavg_core.SecureAggregator``; ``graph="harary"``
+            without degree and threshold: ``secagg.find_parameters`` for each cohort).
+        collusion_fraction, dropout_fraction: gamma and delta of the threat model (README),
+            from which the threshold and the SecAgg+ degree are derived.
         clip, max_weight, bits, modulus: quantization (see ``fedavg_core.QuantizationConfig``).
             A client's weight is its example count capped at ``max_weight``. With neither bits
             nor modulus given, updates are quantized to ``DEFAULT_BITS`` bits and the modulus
@@ -146,6 +149,8 @@ class FederationSettings:
     graph: GraphKind = "complete"
     degree: int | None = None
     mode: str = "semi_honest"
+    collusion_fraction: float = 1 / 3
+    dropout_fraction: float = DEFAULT_DROPOUT_FRACTION
     clip: float = 1.0
     max_weight: int = DEFAULT_MAX_WEIGHT
     bits: int | None = None
@@ -181,6 +186,8 @@ class FederationSettings:
             graph=self.graph,
             degree=self.degree,
             mode=self.mode,
+            collusion_fraction=self.collusion_fraction,
+            dropout_fraction=self.dropout_fraction,
         )
 
     def largest_round(self) -> int:

@@ -24,7 +24,7 @@ from transport.codec import FrameLimits, decode_from_server, encode
 from transport.errors import CloseCode
 from transport.records import ServerEvent
 from transport.server import FederationServer, FederationSettings
-from transport.wire import Hello, RoundStart
+from transport.wire import LOCAL_ID, Hello, RoundStart
 
 DIMENSION = 16
 HONEST = 6
@@ -47,7 +47,8 @@ async def send_huge(ws: ClientConnection, client: SecAggClient, round_: int, ses
 
 async def impersonate(ws: ClientConnection, client: SecAggClient, round_: int, session: bytes) -> None:
     keys = client.start()
-    await ws.send(encode(AdvertiseKeys(1, keys.c_pk, keys.s_pk), round=round_, session=session))
+    forged = AdvertiseKeys(1, keys.c_pk, keys.s_pk, None, keys.b_commitment)
+    await ws.send(encode(forged, round=round_, session=session))
 
 
 async def wrong_phase(ws: ClientConnection, client: SecAggClient, round_: int, session: bytes) -> None:
@@ -69,7 +70,9 @@ async def stale_masked_input(ws: ClientConnection, client: SecAggClient, round_:
     key_list = decode_from_server(await ws.recv(), LIMITS).message
     await ws.send(encode(client.receive(key_list), round=round_, session=session))  # type: ignore[arg-type]
     bundles = decode_from_server(await ws.recv(), LIMITS).message
-    await ws.send(encode(client.receive(bundles), round=round_ + 1, session=session))  # type: ignore[arg-type]
+    await ws.send(encode(client.receive(bundles), round=round_, session=session))  # type: ignore[arg-type]
+    request = decode_from_server(await ws.recv(), LIMITS).message
+    await ws.send(encode(client.receive(request), round=round_ + 1, session=session))  # type: ignore[arg-type]
 
 
 async def stay_silent(ws: ClientConnection, client: SecAggClient, round_: int, session: bytes) -> None:
@@ -102,7 +105,8 @@ async def hostile_peer(port: int, client_id: int, behaviour: Behaviour) -> tuple
         start = frame.message
         assert isinstance(start, RoundStart)
         setup = RoundSetup(start.config, start.nonce, start.roster)
-        client = SecAggClient(setup, client_id, np.zeros(start.config.vector_length, dtype=np.uint64))
+        local_id = int(start.settings[LOCAL_ID])  # the SecAgg id of this round, not the stable one
+        client = SecAggClient(setup, local_id, np.zeros(start.config.vector_length, dtype=np.uint64))
         with contextlib.suppress(ConnectionClosed):
             await behaviour(ws, client, frame.round, setup.session_id)
         await asyncio.wait_for(ws.wait_closed(), 30)
@@ -127,7 +131,7 @@ def test_hostile_peers_are_cut_off_and_the_honest_round_yields_the_right_sum() -
     settings = FederationSettings(
         num_clients=n,
         rounds=2,
-        threshold=5,
+        threshold=6,  # floor(n/3) + 2 for n = 14: every honest client must answer
         clip=1.0,
         max_weight=256,
         phase_timeout=3.0,
