@@ -27,8 +27,10 @@ from .primitives.field import FieldVector
 from .primitives.key_agreement import KeyPurpose, derive_key, generate_private_key
 from .primitives.prg import MaskDomain, word_dtype
 
-# Below this many mask elements to regenerate, starting worker processes costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 20_000_000
+# Below this many mask elements to regenerate (about 0.2 s in one process), forking workers and
+# sending their results back costs more than it saves: at 2.5e7 and 1e8 elements (n=100,
+# m=25,000 and 100,000) the 2-process pool was slower than one process (benchmarks.unmasking).
+PARALLEL_MIN_ELEMENTS = 200_000_000
 
 
 @dataclass(frozen=True)
