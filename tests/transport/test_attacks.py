@@ -184,12 +184,17 @@ class JunkBundleClient(FederationClient):
     """Trains and advertises its keys honestly, then seals random bytes instead of each share
     bundle (to exactly the recipients an honest client would use, so the server cannot tell)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.junk_rounds: list[int] = []  # the rounds in which it sent junk (the attack took place)
+
     def _answer(self, active: _ActiveRound, message: object) -> bytes:  # type: ignore[override]
         if not isinstance(message, KeyList):
             return FederationClient._answer(active, message)
         honest = active.secagg.receive(message)
         assert isinstance(honest, ShareKeys)
         junk = ShareKeys(honest.sender, {v: os.urandom(BUNDLE_SIZE) for v in honest.ciphertexts})
+        self.junk_rounds.append(active.number)
         return encode(junk, round=active.number, session=active.session_id)
 
 
@@ -197,24 +202,28 @@ JUNK_HONEST, JUNK_DIMENSION = 4, 6
 JUNK_ATTACKER = JUNK_HONEST + 1
 
 
-def _junk_bundle_federation() -> Any:
+def _junk_bundle_federation() -> tuple[Any, FederationSettings, JunkBundleClient]:
     """Three rounds of 4 honest clients and one junk-bundle client (id 5), over websockets."""
     settings = FederationSettings(
         num_clients=JUNK_ATTACKER, rounds=3, clip=1.0, max_weight=256, phase_timeout=10.0, train_timeout=5.0
     )
     trainers = fixed_trainers(JUNK_ATTACKER, JUNK_DIMENSION, seed=5)
 
+    attacker: list[JunkBundleClient] = []
+
     async def attack(server: FederationServer, events: list[ServerEvent]) -> None:
         url = f"ws://127.0.0.1:{server.port}"
-        await JunkBundleClient(JUNK_ATTACKER, trainers[JUNK_ATTACKER], url, give_up_after=20).run()
+        attacker.append(JunkBundleClient(JUNK_ATTACKER, trainers[JUNK_ATTACKER], url, give_up_after=20))
+        await attacker[0].run()
 
     honest = {i: trainers[i] for i in range(1, JUNK_HONEST + 1)}
     run = asyncio.run(run_federation(ZeroModel(JUNK_DIMENSION), settings, honest, extra=attack))  # type: ignore[arg-type]
-    return run, settings
+    return run, settings, attacker[0]
 
 
 def test_a_client_sending_junk_share_bundles_is_excluded_and_every_round_completes() -> None:
-    run, settings = _junk_bundle_federation()
+    run, settings, attacker = _junk_bundle_federation()
+    assert attacker.junk_rounds == [1, 2, 3]  # it took part and attacked every round
     assert [r.status for r in run.reports] == ["completed"] * 3, [r.reason for r in run.reports]
     for report in run.reports:
         assert report.survivors == list(range(1, JUNK_HONEST + 1))
@@ -232,7 +241,7 @@ def test_a_client_sending_junk_share_bundles_is_excluded_and_every_round_complet
     "RoundReport, so a caller cannot keep the repeat offender out (issue 8)",
 )
 def test_the_round_report_names_the_excluded_junk_sender() -> None:
-    run, _ = _junk_bundle_federation()
+    run, _, _ = _junk_bundle_federation()
     for report in run.reports:
         recorded = {d.client: d.reason for d in report.dropped}
         assert JUNK_ATTACKER in recorded and "excluded" in recorded[JUNK_ATTACKER]
