@@ -509,6 +509,23 @@ def test_a_false_accuser_excludes_only_whom_it_accuses_and_learns_nothing() -> N
     assert victim not in fed.server.u2
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="design gap (issue 8: a malicious client must not abort rounds at will): every accusation "
+    "excludes the accused, so one client accusing all its neighbours leaves fewer than t and aborts "
+    "the round; excluding the edge (or the accuser past some count) would bound it",
+)
+def test_one_false_accuser_cannot_abort_the_round() -> None:
+    """Complete graph n=5, t=3: client 2 accuses its 4 neighbours; today all 4 are excluded and
+    the round aborts with client 2 alone left."""
+    fed = Federation(SEMI_HONEST)
+    fed.run_to(Round.REPORT_BUNDLES)
+    everyone = fed.setup.graph.neighbours(BAD)
+    fed.step(replace_reply(BAD, lambda reply: BundleReport(BAD, frozenset(everyone))))
+    fed.finish()
+    fed.assert_exact()
+
+
 # -- round 4: bad unmasking shares ---------------------------------------------------------------
 
 
