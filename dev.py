@@ -3,7 +3,7 @@
 
     python3 dev.py demo [ARGS...]   # set up, then run the demo federation
     python3 dev.py test [ARGS...]   # set up, then run the whole test suite (pytest ARGS)
-    python3 dev.py check            # set up, then ruff and mypy
+    python3 dev.py check            # set up, then ruff, mypy and the docs site (mkdocs --strict)
     python3 dev.py bench [ARGS...]  # set up, then python -m benchmarks.round ARGS
 
 The virtualenv lives in .venv (override with SECAGG_VENV). It is created once and reinstalled
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
         elif command == "check":
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy")
+            run(BIN / "mkdocs", "build", "--strict", "--site-dir", VENV / "site")  # the docs site
         elif command == "bench":
             run(PY, "-m", "benchmarks.round", *rest)
     except subprocess.CalledProcessError as exc:
