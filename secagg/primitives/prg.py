@@ -76,7 +76,9 @@ class MaskReader:
     Not thread-safe; ``read`` returns a view into an internal buffer that the next read overwrites.
     """
 
-    def __init__(self, block_words: int, modulus: int) -> None:
+    def __init__(self, block_words: int, modulus: int, buffer: npt.NDArray[np.uint8] | None = None) -> None:
+        """``buffer``: optional uint8 work space of at least ``buffer_bytes(block_words, p)``
+        bytes to read into (a caller reusing it across calls saves touching fresh pages)."""
         if block_words < 1:
             raise ValueError(f"block length must be >= 1, got {block_words}")
         self.block_words = block_words
@@ -89,10 +91,20 @@ class MaskReader:
         self._zeros = _zero_bytes(block_words * self._word_bytes)
         # update_into wants room for one extra AES block; a numpy buffer is 8-byte aligned, so
         # callers may view pairs of uint32 words as uint64.
-        self._raw = np.empty(block_words * self._word_bytes + _BLOCK - 1, dtype=np.uint8)
+        size = self.buffer_bytes(block_words, modulus)
+        if buffer is None:
+            buffer = np.empty(size, dtype=np.uint8)
+        elif buffer.dtype != np.uint8 or buffer.ndim != 1 or buffer.shape[0] < size:
+            raise ValueError(f"the read buffer must be a 1-D uint8 array of at least {size} bytes")
+        self._raw = buffer[:size]
         self._words: npt.NDArray[np.unsignedinteger] = self._raw[: block_words * self._word_bytes].view(
             self._dtype
         )
+
+    @staticmethod
+    def buffer_bytes(block_words: int, modulus: int) -> int:
+        """Bytes of work space a reader of ``block_words`` words needs."""
+        return block_words * np.dtype(word_dtype(modulus)).itemsize + _BLOCK - 1
 
     @staticmethod
     def open(seed: bytes, domain: MaskDomain) -> object:

@@ -124,3 +124,33 @@ def test_blocked_and_one_block_masks_agree_at_a_few_blocks(modulus: int) -> None
     for t in terms:
         expected.add_signed(generator.expand_words(t.seed, t.domain), t.sign)
     assert np.array_equal(acc, expected.value())
+
+
+def test_reader_reads_into_a_given_buffer_or_refuses_a_short_one() -> None:
+    p, m = 2**32 - 5, 37
+    size = MaskReader.buffer_bytes(m, p)
+    assert size == 4 * m + 15
+    buffer = np.zeros(size + 5, dtype=np.uint8)
+    reader = MaskReader(m, p, buffer)
+    words = reader.read(reader.open(bytes(32), MaskDomain.SELF), m)
+    assert np.shares_memory(words, buffer)
+    assert words.tolist() == prg_reference(bytes(32), "self", p, m).tolist()
+    for bad in (np.zeros(size - 1, dtype=np.uint8), np.zeros(size, dtype=np.uint16)):
+        with pytest.raises(ValueError, match=f"at least {size} bytes"):
+            MaskReader(m, p, bad)
+
+
+def test_work_spaces_are_reused_across_calls_without_leaking_state() -> None:
+    """A call after others (other moduli, lengths, kernels) reuses their buffers; its result is
+    still the reference: nothing is read before it is written."""
+    rng = np.random.default_rng(9)
+    for p, m in [(2**61 - 1, 50), (2**26 - 5, 9), (2**32 - 5, 70), (2**16 - 15, 3), (2**32 - 5, 11)]:
+        start = rng.integers(0, p, m, dtype=np.uint64)
+        terms = [MaskTerm(bytes([i]) * 32, MaskDomain.SELF, (-1) ** i) for i in range(3)]
+        acc = start.copy()
+        apply_masks(acc, terms, p)
+        expected = start.astype(object)
+        for t in terms:
+            expected += t.sign * prg_reference(t.seed, "self", p, m).astype(object)
+        assert acc.tolist() == (expected % p).tolist()
+    assert 1 <= len(masking._IDLE) <= masking._IDLE_MAX
