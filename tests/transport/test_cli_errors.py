@@ -6,6 +6,7 @@ Exit statuses (``transport.cli``): 2 for a bad argument or input, found before a
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -216,3 +217,17 @@ def test_client_that_refused_every_round_exits_4() -> None:
         _stop([server, *good])
     assert server.returncode == 0
     assert_one_line(result, 4, "completed no round", "refused round 1")
+
+
+@pytest.mark.parametrize("command", ["server", "client", "demo"])
+def test_version_is_the_package_version(command: str) -> None:
+    import fedavg_core
+    import secagg
+    import transport
+
+    found = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert found is not None
+    version = found.group(1)
+    assert secagg.__version__ == fedavg_core.__version__ == transport.__version__ == version
+    result = run(command, "--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"secagg-{command} {version}"
