@@ -6,6 +6,7 @@ console scripts ``secagg-server``, ``secagg-client`` and ``secagg-demo`` are in 
 ``demo``.
 """
 
+from .apps import App, AppContext, LearnerApp, load_app
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .client import ClientSummary, FatalClientError, FederationClient, RoundRefused
 from .codec import Frame, FrameLimits, decode_from_client, decode_from_server, encode
@@ -20,6 +21,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "App",
+    "AppContext",
+    "LearnerApp",
+    "load_app",
     "Checkpoint",
     "CheckpointError",
     "ClientSummary",
