@@ -47,6 +47,10 @@ class FedAvgConfig:
             would be that client's update).
         skip_aborted: when the secure round aborts (too few survivors), keep the global model and
             record the round (True), or raise ``secagg.AbortedError`` (False).
+        proximal_mu: FedProx's mu (Li et al. 2020): local training minimises
+            ``f(w) + mu/2 * ||w - w_global||^2`` (0: plain FedAvg).
+        learning_rate_decay: the clients' learning rate in round r is
+            ``learning_rate * learning_rate_decay ** (r - 1)`` (1.0: constant).
     """
 
     client_fraction: float = 0.1
@@ -56,11 +60,15 @@ class FedAvgConfig:
     server_learning_rate: float = 1.0
     min_clients: int = 2
     skip_aborted: bool = True
+    proximal_mu: float = 0.0
+    learning_rate_decay: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.client_fraction <= 1.0:
             raise ValueError(f"client_fraction C must be in (0, 1], got {self.client_fraction}")
-        check_training_args(self.local_epochs, self.batch_size, self.learning_rate)
+        check_training_args(self.local_epochs, self.batch_size, self.learning_rate, self.proximal_mu)
+        if not 0.0 < self.learning_rate_decay <= 1.0:
+            raise ValueError(f"learning_rate_decay must be in (0, 1], got {self.learning_rate_decay}")
         if not self.server_learning_rate > 0:
             raise ValueError(
                 f"server_learning_rate must be positive, got {self.server_learning_rate}"
@@ -75,6 +83,12 @@ class FedAvgConfig:
                 f"min_clients={self.min_clients} exceeds the {num_clients} available clients"
             )
         return min(num_clients, max(round(self.client_fraction * num_clients), self.min_clients))
+
+    def round_learning_rate(self, round_number: int) -> float:
+        """The clients' learning rate in 1-based round ``round_number`` (the decay schedule)."""
+        if round_number < 1:
+            raise ValueError(f"rounds are numbered from 1, got {round_number}")
+        return self.learning_rate * self.learning_rate_decay ** (round_number - 1)
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,8 @@ class FedAvg:
         seed: the seed of all randomness of the run.
         test_data: evaluated after every round (None: no evaluation).
         initial_vector: the starting global model (None: ``learner.initial_vector()``).
+        local_epochs: per-client local epochs (systems heterogeneity: client i runs
+            ``local_epochs[i]``; None: every client runs ``config.local_epochs``).
     """
 
     def __init__(
@@ -126,9 +142,15 @@ class FedAvg:
         seed: int,
         test_data: Dataset | None = None,
         initial_vector: FloatVector | None = None,
+        local_epochs: Sequence[int] | None = None,
     ) -> None:
         if not clients:
             raise ValueError("FedAvg needs at least one client")
+        if local_epochs is not None:
+            if len(local_epochs) != len(clients):
+                raise ValueError(f"local_epochs has {len(local_epochs)} entries for {len(clients)} clients")
+            for epochs in local_epochs:
+                check_training_args(epochs, config.batch_size, config.learning_rate)
         empty = [i for i, data in enumerate(clients) if len(data) == 0]
         if empty:
             raise ValueError(f"clients {empty} have no examples")
@@ -137,6 +159,7 @@ class FedAvg:
         self.clients = tuple(clients)
         self.config = config
         self.test_data = test_data
+        self.local_epochs = tuple(local_epochs) if local_epochs is not None else None
         self._per_round = config.clients_per_round(len(self.clients))
         start = learner.initial_vector() if initial_vector is None else initial_vector
         self._vector: FloatVector = learner.spec.check_vector(start).copy()
@@ -170,16 +193,18 @@ class FedAvg:
         sampled = self.sample_clients()
         rngs = self._training_rng.spawn(len(sampled))
         cfg = self.config
+        learning_rate = cfg.round_learning_rate(number)
         updates = []
         for client, rng in zip(sampled, rngs, strict=True):
             data = self.clients[client]
             local = self.learner.train(
                 self._vector,
                 data,
-                epochs=cfg.local_epochs,
+                epochs=cfg.local_epochs if self.local_epochs is None else self.local_epochs[client],
                 batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
+                learning_rate=learning_rate,
                 rng=rng,
+                proximal_mu=cfg.proximal_mu,
             )
             updates.append(ClientUpdate(local - self._vector, len(data)))
         aggregation_rng = self._aggregation_rng.spawn(1)[0]

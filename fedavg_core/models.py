@@ -5,11 +5,18 @@ float64 vector (``fedavg_core.vectorize``) and training returns the new vector. 
 therefore serve every simulated client in turn, and two FedAvg runs can share it.
 ``LogisticRegression`` lets the core run without torch; ``fedavg_core.torch_models.TorchLearner``
 wraps a torch module.
+
+Client drift (Li et al. 2020, "Federated Optimization in Heterogeneous Networks", FedProx):
+``train`` takes a proximal coefficient mu and minimises the local objective
+``h(w) = f(w) + mu/2 * ||w - w_global||^2``, where ``w_global`` is the vector training starts
+from; mu = 0 is plain FedAvg local SGD. Systems heterogeneity: ``should_stop`` (checked after
+every minibatch step) ends local training early, e.g. when a client's time budget is spent; the
+result is then FedProx's inexact local solution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -50,9 +57,14 @@ class Learner(Protocol):
         batch_size: int | None,
         learning_rate: float,
         rng: np.random.Generator,
+        proximal_mu: float = 0.0,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FloatVector:
         """ClientUpdate of McMahan et al. 2017, Algorithm 1: ``epochs`` passes of minibatch SGD
-        with ``batch_size`` (None: the whole local dataset) from ``vector``; the new vector."""
+        with ``batch_size`` (None: the whole local dataset) from ``vector``; the new vector.
+
+        ``proximal_mu``: FedProx's mu; the loss gains ``mu/2 * ||w - vector||^2``.
+        ``should_stop``: called after every step; True ends training there (time budget)."""
         ...
 
     def evaluate(self, vector: FloatVector, data: Dataset) -> Metrics:
@@ -60,8 +72,11 @@ class Learner(Protocol):
         ...
 
 
-def check_training_args(epochs: int, batch_size: int | None, learning_rate: float) -> None:
-    """Refuse non-positive E, B or learning rate with a ``ValueError``."""
+def check_training_args(
+    epochs: int, batch_size: int | None, learning_rate: float, proximal_mu: float = 0.0
+) -> None:
+    """Refuse non-positive E, B or learning rate, or a negative or non-finite mu, with a
+    ``ValueError``."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs (E) must be a positive int, got {epochs!r}")
     if batch_size is not None and (
@@ -70,6 +85,13 @@ def check_training_args(epochs: int, batch_size: int | None, learning_rate: floa
         raise ValueError(f"batch_size (B) must be a positive int or None, got {batch_size!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    if (
+        isinstance(proximal_mu, bool)
+        or not isinstance(proximal_mu, (int, float, np.floating))
+        or not np.isfinite(proximal_mu)
+        or proximal_mu < 0
+    ):
+        raise ValueError(f"proximal_mu (FedProx mu) must be finite and >= 0, got {proximal_mu!r}")
 
 
 def minibatches(
@@ -136,6 +158,53 @@ class LogisticRegression:
             raise ValueError(f"labels must be < num_classes={self.num_classes}")
         return x
 
+    def objective(
+        self,
+        vector: FloatVector,
+        data: Dataset,
+        *,
+        anchor: FloatVector | None = None,
+        proximal_mu: float = 0.0,
+    ) -> float:
+        """The local objective ``h(w) = f(w) + mu/2 * ||w - anchor||^2`` that ``train`` descends:
+        f is the mean cross-entropy on ``data`` plus ``l2/2 * ||weight||^2``."""
+        weight, bias = self._split(vector)
+        x = self._features(data)
+        logp = _log_softmax(x @ weight + bias)
+        value = float(-logp[np.arange(len(data)), data.y].mean()) + self.l2 / 2 * float(np.sum(weight**2))
+        if proximal_mu:
+            if anchor is None:
+                raise ValueError("a proximal term needs the anchor (the global model w_global)")
+            flat = self.spec.check_vector(vector)
+            value += proximal_mu / 2 * float(np.sum((flat - self.spec.check_vector(anchor)) ** 2))
+        return value
+
+    def gradient(
+        self,
+        vector: FloatVector,
+        data: Dataset,
+        *,
+        anchor: FloatVector | None = None,
+        proximal_mu: float = 0.0,
+    ) -> FloatVector:
+        """The gradient of ``objective`` (the step ``train`` takes on a minibatch)."""
+        weight, bias = self._split(vector)
+        g_weight, g_bias = self._batch_gradient(weight, bias, self._features(data), data.y)
+        out = np.concatenate([g_weight.reshape(-1), g_bias])
+        if proximal_mu:
+            if anchor is None:
+                raise ValueError("a proximal term needs the anchor (the global model w_global)")
+            out += proximal_mu * (self.spec.check_vector(vector) - self.spec.check_vector(anchor))
+        return out
+
+    def _batch_gradient(
+        self, weight: FloatArray, bias: FloatArray, xb: FloatArray, yb: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        probs = np.exp(_log_softmax(xb @ weight + bias))
+        probs[np.arange(yb.size), yb] -= 1.0
+        probs /= yb.size
+        return xb.T @ probs + self.l2 * weight, probs.sum(axis=0)
+
     def train(
         self,
         vector: FloatVector,
@@ -145,19 +214,25 @@ class LogisticRegression:
         batch_size: int | None,
         learning_rate: float,
         rng: np.random.Generator,
+        proximal_mu: float = 0.0,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FloatVector:
-        """Minibatch SGD on the mean cross-entropy (plus the L2 term)."""
-        check_training_args(epochs, batch_size, learning_rate)
-        weight, bias = (part.copy() for part in self._split(vector))
+        """Minibatch SGD on ``objective`` (mean cross-entropy, L2 term, FedProx term with the
+        starting ``vector`` as anchor)."""
+        check_training_args(epochs, batch_size, learning_rate, proximal_mu)
+        anchor_weight, anchor_bias = self._split(vector)
+        weight, bias = anchor_weight.copy(), anchor_bias.copy()
         x, y = self._features(data), data.y
         for _ in range(epochs):
             for batch in minibatches(len(data), batch_size, rng):
-                xb = x[batch]
-                probs = np.exp(_log_softmax(xb @ weight + bias))
-                probs[np.arange(batch.size), y[batch]] -= 1.0
-                probs /= batch.size
-                weight -= learning_rate * (xb.T @ probs + self.l2 * weight)
-                bias -= learning_rate * probs.sum(axis=0)
+                g_weight, g_bias = self._batch_gradient(weight, bias, x[batch], y[batch])
+                if proximal_mu:
+                    g_weight += proximal_mu * (weight - anchor_weight)
+                    g_bias += proximal_mu * (bias - anchor_bias)
+                weight -= learning_rate * g_weight
+                bias -= learning_rate * g_bias
+                if should_stop is not None and should_stop():
+                    return np.concatenate([weight.reshape(-1), bias])
         return np.concatenate([weight.reshape(-1), bias])
 
     def evaluate(self, vector: FloatVector, data: Dataset) -> Metrics:

@@ -214,15 +214,24 @@ class TorchLearner:
         batch_size: int | None,
         learning_rate: float,
         rng: np.random.Generator,
+        proximal_mu: float = 0.0,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FloatVector:
-        """``epochs`` passes of minibatch SGD from ``vector``; the new vector."""
+        """``epochs`` passes of minibatch SGD from ``vector``; the new vector.
+
+        With ``proximal_mu`` > 0 each step's loss gains FedProx's ``mu/2 * ||w - w_global||^2``
+        over the parameters (``w_global``: their values in ``vector``; federated buffers are
+        statistics, not optimised, and have no proximal term). ``should_stop`` is called after
+        every step; True ends training there."""
         import torch
 
-        check_training_args(epochs, batch_size, learning_rate)
+        check_training_args(epochs, batch_size, learning_rate, proximal_mu)
         vector_to_module(vector, self.module, self.buffers)
         x, y = self._tensors(data)
+        params = list(self.module.parameters())
+        anchors = [p.detach().clone() for p in params] if proximal_mu else []
         optimizer = torch.optim.SGD(
-            self.module.parameters(),
+            params,
             lr=learning_rate,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
@@ -235,8 +244,14 @@ class TorchLearner:
                 for batch in minibatches(len(data), batch_size, rng):
                     index = torch.from_numpy(batch).to(self.device)
                     optimizer.zero_grad(set_to_none=True)
-                    torch.autograd.backward(self.loss(self.module(x[index]), y[index]))
+                    loss = self.loss(self.module(x[index]), y[index])
+                    if anchors:
+                        drift = sum(torch.sum((p - a) ** 2) for p, a in zip(params, anchors, strict=True))
+                        loss = loss + proximal_mu / 2 * drift
+                    torch.autograd.backward(loss)
                     optimizer.step()
+                    if should_stop is not None and should_stop():
+                        return module_to_vector(self.module, self.buffers)
         return module_to_vector(self.module, self.buffers)
 
     def evaluate(self, vector: FloatVector, data: Dataset) -> Metrics:
