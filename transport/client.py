@@ -5,7 +5,13 @@ round start is acceptable, trains (in a worker thread, so the websocket keeps an
 encodes its weighted update into Z_p (``fedavg_core.encode_weighted_update``) and lets
 ``secagg.SecAggClient`` answer every protocol message. When the connection drops, it reconnects
 with exponential backoff and jitter and joins the next round; it stops when the server says the
-federation is ``Finished`` or after ``give_up_after`` seconds without reaching the server.
+federation is ``Finished`` or after ``give_up_after`` seconds without a registered connection.
+
+Registration refusals come as close codes (``transport.errors``). A permanent one (unknown
+identity, failed proof, other terms or wire version, a hello the server cannot read) raises
+``RegistrationRefused`` with the server's reason, which names the field and both values; the
+client does not retry. A transient one (id still in use, server full, no hello in time, server
+going away) and an unreachable server are retried with backoff until ``give_up_after``.
 
 What a client checks in a ``RoundStart`` before it trains or reveals anything:
 
@@ -44,17 +50,22 @@ from secagg import AbortedError, LocalProtocolError, RoundSetup, SecAggClient
 from secagg.primitives import signatures
 
 from .codec import Frame, FrameLimits, decode_from_server, encode
-from .errors import CloseCode, DecodeError
+from .errors import PERMANENT_REFUSALS, CloseCode, DecodeError, WireVersionError
+from .identity import RosterFile
 from .tasks import LocalTrainer, TrainingSettings
 from .wire import (
     LOCAL_ID,
     Challenge,
     ClientAbort,
     Finished,
+    FloatVector,
     Hello,
+    QuantizationTerms,
     RoundEnd,
     RoundStart,
+    Terms,
     Welcome,
+    model_digest,
     registration_payload,
 )
 
@@ -67,6 +78,19 @@ class RoundRefused(Exception):
 
 class FatalClientError(Exception):
     """The client cannot take part in this federation at all (e.g. wrong security mode)."""
+
+
+class RegistrationRefused(FatalClientError):
+    """The server refused this client for good (``code``: the websocket close code)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the server refused this client (close code {code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class _TransientRefusal(Exception):
+    """The server refused this registration for now (id in use, full, going away)."""
 
 
 @dataclass
@@ -98,7 +122,11 @@ class FederationClient:
         ssl_context: for wss://, e.g. ``transport.tls.client_context(cafile)``.
         identity_key: active mode: the client's long-term Ed25519 key.
         roster: active mode, required with ``identity_key``: the roster the client trusts (id ->
-            identity public key); the server's must be identical.
+            identity public key), or a ``transport.identity.RosterFile`` re-read at each round
+            start (so members enrolled later are trusted once the file lists them).
+        task, initial_vector, quantization: the terms this client declares at registration
+            (the app's name, its initial model, the clip/bits/weight cap it expects); None: not
+            declared, the server's is accepted. The model dimension is always declared.
         min_collusion_fraction: refuse rounds whose config assumes fewer colluders than this.
         backoff_initial, backoff_max: reconnection delays (seconds, doubled, with jitter).
         give_up_after: stop after this many seconds without a registered connection.
@@ -113,7 +141,10 @@ class FederationClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         identity_key: Ed25519PrivateKey | None = None,
-        roster: Mapping[int, bytes] | None = None,
+        roster: Mapping[int, bytes] | RosterFile | None = None,
+        task: str | None = None,
+        initial_vector: FloatVector | None = None,
+        quantization: QuantizationTerms | None = None,
         min_collusion_fraction: float = 1 / 3,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
@@ -126,10 +157,22 @@ class FederationClient:
             # Without its own roster a client would accept whatever keys the server lists for the
             # other ids, letting the server stand in for all of them.
             raise ValueError("an identity key needs the roster this client trusts (active mode)")
+        self._roster_file = roster if isinstance(roster, RosterFile) else None
+        if isinstance(roster, RosterFile):
+            roster = roster.current()
         if identity_key is not None and roster is not None:
             own = signatures.identity_public_bytes(identity_key)
             if roster.get(client_id) != own:
                 raise ValueError(f"the roster does not list this identity key for client {client_id}")
+        if initial_vector is not None and np.shape(initial_vector) != (trainer.dimension,):
+            shape = np.shape(initial_vector)
+            raise ValueError(f"the initial model has shape {shape}, not ({trainer.dimension},)")
+        self.terms = Terms(
+            task,
+            trainer.dimension,
+            None if initial_vector is None else model_digest(initial_vector),
+            quantization,
+        )
         self.client_id = client_id
         self.trainer = trainer
         self.url = url
@@ -152,13 +195,17 @@ class FederationClient:
     async def run(self) -> ClientSummary:
         """Take part until the server says the federation is finished.
 
-        Raises ``ConnectionError`` after ``give_up_after`` seconds without reaching the server,
-        ``FatalClientError`` when this client cannot join this federation.
+        Raises ``ConnectionError`` after ``give_up_after`` seconds without a registered
+        connection (server unreachable or refusing for now), ``RegistrationRefused`` when the
+        server refuses this client for good, ``FatalClientError`` when this client cannot join
+        this federation.
         """
         loop = asyncio.get_running_loop()
         delay = self.backoff_initial
         last_contact = loop.time()
+        why = "no answer"
         while not self.summary.finished:
+            registered = False
             try:
                 async with connect(
                     self.url,
@@ -171,32 +218,60 @@ class FederationClient:
                     ping_timeout=20,
                 ) as ws:
                     self.summary.connections += 1
-                    if await self._register(ws):
+                    registered = await self._register(ws)
+                    if registered:
                         delay = self.backoff_initial
                         await self._serve(ws)
-                        last_contact = loop.time()
+            except _TransientRefusal as exc:
+                why = f"refused for now: {exc}"
+                log.info("client %d: %s", self.client_id, why)
             except ConnectionClosed as exc:
-                last_contact = loop.time()
-                log.warning("client %d: connection closed: %s", self.client_id, exc)
+                why = f"connection closed: {exc}"
+                log.warning("client %d: %s", self.client_id, why)
             except (ssl.SSLCertVerificationError, InvalidURI) as exc:
                 raise FatalClientError(f"cannot connect securely to {self.url}: {exc}") from exc
             except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
+                why = f"cannot reach the server: {exc}"
                 log.info("client %d: cannot reach %s: %s", self.client_id, self.url, exc)
             finally:
                 self._round = None
+                if registered:
+                    last_contact = loop.time()
             if self.summary.finished:
                 break
             if loop.time() - last_contact > self.give_up_after:
                 raise ConnectionError(
-                    f"client {self.client_id}: no server at {self.url} for {self.give_up_after:g}s"
+                    f"client {self.client_id}: not registered at {self.url} for {self.give_up_after:g}s "
+                    f"(last: {why})"
                 )
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(2 * delay, self.backoff_max)
         return self.summary
 
     async def _register(self, ws: ClientConnection) -> bool:
-        """Answer the server's challenge; True once the server welcomed this client."""
-        challenge = self._decode(await ws.recv())
+        """Answer the server's challenge; True once the server welcomed this client.
+
+        ``RegistrationRefused`` / ``_TransientRefusal`` when the server closes the connection
+        instead (see ``errors.PERMANENT_REFUSALS``).
+        """
+        try:
+            return await self._handshake(ws)
+        except ConnectionClosed as exc:
+            if exc.rcvd is None:
+                raise  # no close frame: a lost connection, retried
+            code, reason = exc.rcvd.code, exc.rcvd.reason or "no reason given"
+            if code in PERMANENT_REFUSALS:
+                log.error("client %d refused by the server: %s (close code %d)", self.client_id, reason, code)
+                raise RegistrationRefused(code, reason) from None
+            raise _TransientRefusal(f"{reason} (close code {code})") from None
+
+    async def _handshake(self, ws: ClientConnection) -> bool:
+        try:
+            challenge = self._decode(await ws.recv())
+        except WireVersionError as exc:
+            reason = f"wire version: server {exc.version!r:.20}, client {exc.ours}"
+            await ws.close(CloseCode.MISMATCH, reason)
+            raise RegistrationRefused(CloseCode.MISMATCH, reason) from None
         if isinstance(challenge.message, Finished):
             self.summary.finished = True
             return False
@@ -204,13 +279,15 @@ class FederationClient:
             raise DecodeError(f"expected a challenge, got {type(challenge.message).__name__}")
         offer = challenge.message
         if offer.active and self.identity_key is None:
+            await ws.close(CloseCode.MISMATCH, "mode: server active, client semi_honest (no identity key)")
             raise FatalClientError("the server runs the active mode; this client has no identity key")
         if not offer.active and self.identity_key is not None:
+            await ws.close(CloseCode.MISMATCH, "mode: server semi_honest, client active (identity key)")
             raise FatalClientError("this client requires the active mode; the server runs semi-honest")
         signature = None
         if self.identity_key is not None:
             signature = signatures.sign(self.identity_key, registration_payload(offer.nonce, self.client_id))
-        await ws.send(encode(Hello(self.client_id, signature)))
+        await ws.send(encode(Hello(self.client_id, signature, self.terms)))
         reply = self._decode(await ws.recv())
         if isinstance(reply.message, Finished):
             self.summary.finished = True
@@ -276,6 +353,8 @@ class FederationClient:
             own = signatures.identity_public_bytes(self.identity_key)
             if start.roster.get(local_id) != own:
                 raise RoundRefused(f"the round's roster does not list this client's key as id {local_id}")
+            if self._roster_file is not None:
+                self.roster = self._roster_file.current()  # members enrolled since the last round
             trusted = set(self.roster.values()) if self.roster is not None else set()
             strangers = [i for i, key in start.roster.items() if key not in trusted]
             if strangers:

@@ -50,10 +50,21 @@ from secagg.primitives.field import bit_length
 from secagg.primitives.packing import pack, unpack_bits
 from secagg.primitives.shamir import SHARE_SIZE
 
-from .errors import DecodeError
-from .wire import CHALLENGE_SIZE, Challenge, ClientAbort, Finished, Hello, RoundEnd, RoundStart, Welcome
+from .errors import DecodeError, WireVersionError
+from .wire import (
+    CHALLENGE_SIZE,
+    Challenge,
+    ClientAbort,
+    Finished,
+    Hello,
+    QuantizationTerms,
+    RoundEnd,
+    RoundStart,
+    Terms,
+    Welcome,
+)
 
-WIRE_VERSION = 2  # 2: b commitments, the bundle report round, dropout_fraction in the config
+WIRE_VERSION = 3  # 2: b commitments, the bundle report round, dropout_fraction; 3: terms in the hello
 SESSION_ID_SIZE = 32
 ENVELOPE_OVERHEAD = 4096  # envelope keys, ids, short strings, msgpack headers
 MAX_TEXT = 1024  # longest string field (abort reasons, setting values)
@@ -166,9 +177,22 @@ def _quantization_body(q: QuantizationConfig) -> Body:
     }
 
 
+def _terms_body(t: Terms) -> Body:
+    q = t.quantization
+    return {
+        "task": t.task,
+        "dimension": t.dimension,
+        "model_digest": t.model_digest,
+        "quantization": None if q is None else {"clip": q.clip, "bits": q.bits, "max_weight": q.max_weight},
+    }
+
+
 _ENCODERS: dict[type, tuple[str, Callable[[Any], Body]]] = {
     # client -> server
-    Hello: ("hello", lambda m: {"client_id": m.client_id, "signature": m.signature}),
+    Hello: (
+        "hello",
+        lambda m: {"client_id": m.client_id, "signature": m.signature, "terms": _terms_body(m.terms)},
+    ),
     AdvertiseKeys: (
         "advertise_keys",
         lambda m: {
@@ -229,7 +253,11 @@ _ENCODERS: dict[type, tuple[str, Callable[[Any], Body]]] = {
     ),
     MaskingRequest: (
         "masking_request",
-        lambda m: {"recipient": m.recipient, "excluded": sorted(m.excluded)},
+        lambda m: {
+            "recipient": m.recipient,
+            "excluded": sorted(m.excluded),
+            "unpaired": sorted(m.unpaired),
+        },
     ),
     ConsistencyRequest: (
         "consistency_request",
@@ -462,6 +490,21 @@ def _quantization(r: _Reader) -> QuantizationConfig:
         raise DecodeError(f"round_start.quantization: {exc}") from None
 
 
+def _terms(r: _Reader) -> Terms:
+    t = r.sub("terms", {"task", "dimension", "model_digest", "quantization"})
+    quantization = None
+    if t.body["quantization"] is not None:
+        q = t.sub("quantization", {"clip", "bits", "max_weight"})
+        bits, max_weight = q.integer("bits", 1, 64), q.integer("max_weight", 1)
+        quantization = QuantizationTerms(q.number("clip"), bits, max_weight)
+    return Terms(
+        task=None if t.body["task"] is None else t.text("task"),
+        dimension=None if t.body["dimension"] is None else t.integer("dimension", 1),
+        model_digest=t.maybe_blob("model_digest", 32),
+        quantization=quantization,
+    )
+
+
 def _settings(r: _Reader) -> dict[str, bool | int | float | str]:
     value = r.body["settings"]
     if not isinstance(value, dict) or len(value) > MAX_SETTINGS:
@@ -496,7 +539,7 @@ def _key_list(r: _Reader) -> KeyList:
 
 
 _FIELDS = {
-    "hello": {"client_id", "signature"},
+    "hello": {"client_id", "signature", "terms"},
     "advertise_keys": {"sender", "c_pk", "s_pk", "signature", "b_commitment"},
     "bundle_report": {"sender", "accused"},
     "share_keys": {"sender", "ciphertexts"},
@@ -509,7 +552,7 @@ _FIELDS = {
     "round_start": {"config", "nonce", "roster", "quantization", "parameters", "settings"},
     "key_list": {"recipient", "keys"},
     "share_bundles": {"recipient", "ciphertexts"},
-    "masking_request": {"recipient", "excluded"},
+    "masking_request": {"recipient", "excluded", "unpaired"},
     "consistency_request": {"recipient", "survivors"},
     "unmasking_request": {"recipient", "survivors", "dropped", "signatures"},
     "round_end": {"status", "reason", "survivors", "accuracy"},
@@ -517,7 +560,7 @@ _FIELDS = {
 }
 
 _CLIENT_DECODERS: dict[str, Callable[[_Reader], object]] = {
-    "hello": lambda r: Hello(r.integer("client_id", 1, _ID_MAX), r.maybe_blob("signature", 64)),
+    "hello": lambda r: Hello(r.integer("client_id", 1, _ID_MAX), r.maybe_blob("signature", 64), _terms(r)),
     "advertise_keys": lambda r: AdvertiseKeys(
         r.integer("sender", 1, _ID_MAX),
         r.blob("c_pk", 32),
@@ -565,7 +608,9 @@ _SERVER_DECODERS: dict[str, Callable[[_Reader], object]] = {
         r.integer("recipient", 1, _ID_MAX),
         r.blob_map("ciphertexts", BUNDLE_SIZE),
     ),
-    "masking_request": lambda r: MaskingRequest(r.integer("recipient", 1, _ID_MAX), r.ids("excluded")),
+    "masking_request": lambda r: MaskingRequest(
+        r.integer("recipient", 1, _ID_MAX), r.ids("excluded"), r.ids("unpaired")
+    ),
     "consistency_request": lambda r: ConsistencyRequest(
         r.integer("recipient", 1, _ID_MAX), r.ids("survivors")
     ),
@@ -622,7 +667,7 @@ def _decode(data: object, limits: FrameLimits, decoders: Mapping[str, Callable[[
     if not isinstance(envelope, dict) or set(envelope) != {"v", "type", "round", "session", "body"}:
         raise DecodeError("frame is not an envelope map with v, type, round, session and body")
     if envelope["v"] != WIRE_VERSION:
-        raise DecodeError(f"unsupported wire version {envelope['v']!r:.20} (this side speaks {WIRE_VERSION})")
+        raise WireVersionError(envelope["v"], WIRE_VERSION)
     tag = envelope["type"]
     if not isinstance(tag, str) or tag not in decoders:
         raise DecodeError(f"unexpected message type {tag!r:.40}")

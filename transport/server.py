@@ -75,7 +75,8 @@ from secagg.primitives import signatures
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, vector_digest
 from .codec import FrameLimits, decode_from_client, encode
-from .errors import CloseCode, DecodeError
+from .errors import CloseCode, DecodeError, WireVersionError
+from .identity import RosterFile
 from .records import RoundReport, ServerEvent
 from .tasks import ServerModel, TrainingSettings
 from .wire import (
@@ -85,10 +86,14 @@ from .wire import (
     ClientAbort,
     Finished,
     Hello,
+    QuantizationTerms,
     RoundEnd,
     RoundStart,
+    Terms,
     Welcome,
+    model_digest,
     registration_payload,
+    terms_mismatch,
 )
 
 log = logging.getLogger("transport.server")
@@ -133,6 +138,8 @@ class FederationSettings:
         server_learning_rate: the global model moves by this times the mean update.
         phase_timeout: seconds for each SecAgg phase; ``train_timeout`` is added to round 0.
         hello_timeout: seconds a new connection has to register.
+        max_population: refuse registrations (close code 1013, try again later) while this
+            many clients are connected (None: no cap).
         min_clients: start a round as soon as this many are connected (None: all N, or the
             over-selected cohort) ...
         wait_timeout: ... or when this many seconds passed and at least the minimum (t for N,
@@ -160,6 +167,7 @@ class FederationSettings:
     phase_timeout: float = 30.0
     train_timeout: float = 120.0
     hello_timeout: float = 10.0
+    max_population: int | None = None
     min_clients: int | None = None
     wait_timeout: float = 30.0
 
@@ -171,6 +179,8 @@ class FederationSettings:
         for name in ("phase_timeout", "train_timeout", "hello_timeout", "wait_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_population is not None and self.max_population < 1:
+            raise ValueError(f"max_population must be positive, got {self.max_population}")
         if self.min_clients is not None and not 2 <= self.min_clients <= self.largest_round():
             raise ValueError(f"min_clients must be in 2..{self.largest_round()}, got {self.min_clients}")
         self.cohort_policy()  # validates cohort, fraction, over-selection
@@ -287,7 +297,9 @@ class FederationServer:
         model: the server's side of the task (initial vector, evaluation).
         settings: the federation's parameters.
         roster: active mode: stable client id -> raw Ed25519 identity public key of every
-            enrolled client (``enrol`` adds more while the server runs).
+            enrolled client (``enrol`` adds more while the server runs), or a
+            ``transport.identity.RosterFile``, re-read whenever an id not enrolled registers.
+        task: the app's name; a client declaring another one is refused (None: not compared).
         checkpoint_path: where to checkpoint after each round and resume from (None: nowhere).
         on_event: called with every ``ServerEvent`` (progress display, logs).
         on_round: called with each round's report and outcome before it is checkpointed; it may
@@ -299,7 +311,8 @@ class FederationServer:
         model: ServerModel,
         settings: FederationSettings,
         *,
-        roster: Mapping[int, bytes] | None = None,
+        roster: Mapping[int, bytes] | RosterFile | None = None,
+        task: str | None = None,
         checkpoint_path: str | os.PathLike[str] | None = None,
         on_event: Callable[[ServerEvent], None] | None = None,
         on_round: Callable[[RoundReport, RoundOutcome], None] | None = None,
@@ -308,6 +321,9 @@ class FederationServer:
         self.settings = settings
         self.quantization = settings.quantization()
         self.config = settings.secagg_config(model.dimension)
+        self._roster_file = roster if isinstance(roster, RosterFile) else None
+        if isinstance(roster, RosterFile):
+            roster = roster.current()
         if self.config.is_active and roster is None:
             raise ValueError("the active mode needs a roster of identity public keys")
         if not self.config.is_active and roster is not None:
@@ -320,6 +336,9 @@ class FederationServer:
         self._on_event = on_event
         self._on_round = on_round
         vector: FloatVector = model.initial_vector()
+        quantization = QuantizationTerms.of(self.quantization)
+        self.terms = Terms(task, model.dimension, model_digest(vector), quantization)
+        """What a client must agree on to register (the initial model's digest, not a resumed one)."""
         next_round = 1
         reports: list[RoundReport] = []
         if checkpoint_path is not None:
@@ -642,49 +661,47 @@ class FederationServer:
         await self._left(connection, code, reason)
 
     async def _register(self, ws: ServerConnection) -> _Connection | None:
+        """Challenge, hello, checks, welcome; the bound connection, or None when refused.
+
+        Refusals close with a code the client classifies (``errors.PERMANENT_REFUSALS``): an
+        unknown id or a failed proof (4002), other terms or wire version (4003), a malformed or
+        wrong first frame (1007, 1008) are permanent; an id in use (4001), a full server (1013)
+        and a missing hello (4000) are worth a retry.
+        """
         challenge = os.urandom(CHALLENGE_SIZE)
         try:
             hint = min(max(2, self.settings.largest_round()), MAX_CLIENTS)
             await ws.send(encode(Challenge(challenge, hint, self.config.is_active)))
             data = await asyncio.wait_for(ws.recv(), self.settings.hello_timeout)
         except (TimeoutError, asyncio.TimeoutError):
-            await self._refuse(ws, CloseCode.REGISTRATION_FAILED, "no hello in time")
+            await self._refuse(ws, CloseCode.DEADLINE, "no hello in time")
             return None
-        except ConnectionClosed:
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.reason:  # e.g. a client of another wire version
+                log.warning(
+                    "a peer at %s gave up registering: %s (close code %d)",
+                    ws.remote_address,
+                    exc.rcvd.reason,
+                    exc.rcvd.code,
+                )
             return None
         try:
             hello = decode_from_client(data, self.limits).message
+        except WireVersionError as exc:
+            reason = f"wire version: server {exc.ours}, client {exc.version!r:.20}"
+            await self._refuse(ws, CloseCode.MISMATCH, reason)
+            return None
         except DecodeError as exc:
             await self._refuse(ws, CloseCode.INVALID_DATA, f"malformed hello: {exc}")
             return None
         if not isinstance(hello, Hello):
             await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"expected hello, got {type(hello).__name__}")
             return None
+        refusal = await self._check_hello(hello, challenge)
+        if refusal is not None:
+            await self._refuse(ws, *refusal)
+            return None
         client_id = hello.client_id
-        roster = self.coordinator.roster
-        if roster is not None:
-            key = roster.get(client_id)
-            if key is None:
-                await self._refuse(
-                    ws, CloseCode.REGISTRATION_FAILED, f"unknown client id {client_id} (not enrolled)"
-                )
-                return None
-            payload = registration_payload(challenge, client_id)
-            if not signatures.verify(key, hello.signature, payload):
-                await self._refuse(
-                    ws, CloseCode.REGISTRATION_FAILED, f"identity proof for client {client_id} failed"
-                )
-                return None
-        elif hello.signature is not None:  # a signature means the client expects a roster
-            await self._refuse(
-                ws,
-                CloseCode.REGISTRATION_FAILED,
-                "identity proof sent, but this server runs the semi_honest mode without a roster",
-            )
-            return None
-        if client_id in self._connections:
-            await self._refuse(ws, CloseCode.ID_IN_USE, f"client id {client_id} is already connected")
-            return None
         if self._finished:
             await ws.send(encode(Finished(self.next_round - 1)))
             await ws.close(CloseCode.NORMAL, "federation finished")
@@ -703,6 +720,43 @@ class FederationServer:
         self._emit("registered", client=client_id)
         self._post(await self._in_worker(self._join, client_id, asyncio.get_running_loop().time()))
         return connection
+
+    async def _check_hello(self, hello: Hello, challenge: bytes) -> tuple[CloseCode, str] | None:
+        """Why ``hello`` is refused (close code, reason), or None: identity first, so that only an
+        enrolled client learns the server's terms from a mismatch; then terms, id, population."""
+        client_id = hello.client_id
+        if self.coordinator.roster is not None:
+            key = self.coordinator.roster.get(client_id)
+            if key is None and self._roster_file is not None:
+                key = await self._in_worker(self._reload_roster, client_id)
+            if key is None:
+                return CloseCode.REGISTRATION_FAILED, f"unknown client id {client_id} (not enrolled)"
+            if not signatures.verify(key, hello.signature, registration_payload(challenge, client_id)):
+                return CloseCode.REGISTRATION_FAILED, f"identity proof for client {client_id} failed"
+        elif hello.signature is not None:  # a signature means the client expects a roster
+            return (
+                CloseCode.REGISTRATION_FAILED,
+                "identity proof sent, but this server runs the semi_honest mode without a roster",
+            )
+        mismatch = terms_mismatch(self.terms, hello.terms)
+        if mismatch is not None:
+            return CloseCode.MISMATCH, mismatch
+        if client_id in self._connections:
+            return CloseCode.ID_IN_USE, f"client id {client_id} is already connected"
+        cap = self.settings.max_population
+        if cap is not None and len(self._connections) >= cap:
+            return CloseCode.TRY_AGAIN, f"server full: {len(self._connections)} clients connected (cap {cap})"
+        return None
+
+    def _reload_roster(self, client_id: int) -> bytes | None:
+        """Re-read the roster file (if it changed), enrol what is new; ``client_id``'s key (worker)."""
+        assert self._roster_file is not None and self.coordinator.roster is not None
+        fresh = self._roster_file.current()
+        added = {i: key for i, key in fresh.items() if i not in self.coordinator.roster}
+        if added:
+            self.coordinator.enrol(added)
+            log.info("enrolled clients %s from %s", sorted(added), self._roster_file.path)
+        return self.coordinator.roster.get(client_id)
 
     async def _refuse(self, ws: ServerConnection, code: CloseCode, reason: str) -> None:
         log.warning("refused a connection from %s: %s (close code %d)", ws.remote_address, reason, code)

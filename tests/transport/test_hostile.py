@@ -183,7 +183,7 @@ def test_hostile_peers_are_cut_off_and_the_honest_round_yields_the_right_sum() -
 
     assert registration_results["garbage hello"][0] == CloseCode.INVALID_DATA
     assert registration_results["id in use"] == (CloseCode.ID_IN_USE, "client id 2 is already connected")
-    assert registration_results["no hello"] == (CloseCode.REGISTRATION_FAILED, "no hello in time")
+    assert registration_results["no hello"] == (CloseCode.DEADLINE, "no hello in time")
 
     # The server kept going: the next round runs with the honest clients alone.
     assert second.status == "completed" and second.survivors == list(range(1, HONEST + 1))
