@@ -104,7 +104,11 @@ class SecAggClient:
         self._keys: dict[int, PublicKeys] = {}  # U1 neighbours -> keys
         self._bundle_senders: frozenset[int] = frozenset()  # neighbours whose bundle arrived
         self._accused: frozenset[int] = frozenset()  # ... and failed to open
-        self._u2_view: frozenset[int] = frozenset()  # U2 neighbours and self
+        # After the report round, each with this client: U2 neighbours still in the round; those
+        # it holds shares of (not the ones it accused); those it masks with (no accusation).
+        self._members_view: frozenset[int] = frozenset()
+        self._u2_view: frozenset[int] = frozenset()
+        self._partners_view: frozenset[int] = frozenset()
         self._sk_shares: dict[int, bytes] = {}  # v -> my share of s_v^SK (v in U2 view)
         self._b_shares: dict[int, bytes] = {}  # v -> my share of b_v
         self._signed_survivors: frozenset[int] | None = None
@@ -260,21 +264,27 @@ class SecAggClient:
         return sk_share, b_share
 
     def _on_masking_request(self, message: MaskingRequest) -> MaskedInput:
-        """Round 2 (MaskedInputCollection): mask x with b and s_uv for every U2 neighbour the
-        server did not exclude; forget the shares of the excluded."""
-        excluded = message.excluded
-        unknown = excluded - self._bundle_senders
+        """Round 2 (MaskedInputCollection): mask x with b and s_uv for every U2 neighbour that is
+        neither excluded from the round nor unpaired from this client; forget the shares of the
+        excluded."""
+        excluded, unpaired = message.excluded, message.unpaired
+        unknown = (excluded | unpaired) - self._bundle_senders
         if unknown:
-            self._abort(f"excluded clients that sent this client no bundle: {sorted(unknown)[:5]}")
-        ignored = self._accused - excluded
+            self._abort(
+                f"excluded or unpaired clients that sent this client no bundle: {sorted(unknown)[:5]}"
+            )
+        ignored = self._accused - excluded - unpaired
         if ignored:
-            self._abort(f"the server kept clients this client accused: {sorted(ignored)[:5]}")
-        partners = self._bundle_senders - excluded
-        self._require_threshold(len(partners) + 1, "neighbours left in U2 after exclusions")
+            self._abort(f"the server kept pairs this client cut by accusing: {sorted(ignored)[:5]}")
+        members = self._bundle_senders - excluded
+        partners = members - unpaired
+        self._require_threshold(len(partners) + 1, "neighbours left to mask with after exclusions")
         for v in excluded:
             self._sk_shares.pop(v, None)
             self._b_shares.pop(v, None)
-        self._u2_view = frozenset(partners | {self.client_id})
+        self._members_view = frozenset(members | {self.client_id})
+        self._partners_view = frozenset(partners | {self.client_id})
+        self._u2_view = frozenset((members - self._accused) | {self.client_id})
         return MaskedInput(self.client_id, self._masked_input(set(partners)))
 
     def _masked_input(self, neighbours_in_u2: set[int]) -> FieldVector:
@@ -335,16 +345,17 @@ class SecAggClient:
     # -- checks and helpers -------------------------------------------------------------------
 
     def _check_survivors(self, survivors: frozenset[int]) -> None:
-        """U3 must contain this client, be within 1..n, and keep t of its U2 neighbourhood."""
+        """U3 must contain this client, be within 1..n, and keep t of the neighbourhood it
+        masked with (so an honest pair mask survives whatever the coalition learns)."""
         if self.client_id not in survivors:
             self._abort("this client is not in the server's U3")
         if max(survivors) > self.config.num_clients:
             self._abort("U3 names an unknown client id")
         closed = self._neighbours | {self.client_id}
-        outsiders = (survivors & closed) - self._u2_view
+        outsiders = (survivors & closed) - self._members_view
         if outsiders:
             self._abort(f"U3 names neighbours that were not in U2: {sorted(outsiders)[:5]}")
-        self._require_threshold(len(survivors & self._u2_view), "neighbours in U3")
+        self._require_threshold(len(survivors & self._partners_view), "neighbours it masked with in U3")
 
     def _check_consistency_signatures(self, message: UnmaskingRequest) -> None:
         sigs = message.signatures or {}

@@ -108,7 +108,9 @@ class ShareKeys:
 class BundleReport:
     """After round 1: the senders whose share bundle failed to open (usually none).
 
-    The server excludes every accused sender from the round, as if it had dropped in round 1.
+    The server cuts the pair of each accusation (the two never mask with each other) and
+    excludes a client from the round only when too few clients hold its shares, or too few
+    neighbours are left for it to mask with (``SecAggServer`` docs).
     """
 
     sender: int
@@ -213,18 +215,26 @@ class ShareBundles:
 
 @dataclass(frozen=True)
 class MaskingRequest:
-    """Sent after the report round: the recipient's neighbours excluded from the round.
+    """Sent after the report round: which of the recipient's U2 neighbours it must not mask with.
 
-    Excluded clients were accused of a share bundle that failed to open; the recipient masks
-    with its other U2 neighbours only and never reveals a share of an excluded client.
+    ``unpaired``: neighbours still in the round whose pair with the recipient was cut by an
+    accusation (either way); the recipient keeps the shares it holds of them.
+    ``excluded``: neighbours removed from the round (as if dropped in round 1: too few clients
+    hold their shares, or too few neighbours are left to mask with); the recipient forgets their
+    shares and never reveals one.
     """
 
     recipient: int
     excluded: frozenset[int] = frozenset()
+    unpaired: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         _check_id(self.recipient, "recipient")
         _set(self, "excluded", _frozen_ids(self.excluded, "excluded"))
+        _set(self, "unpaired", _frozen_ids(self.unpaired, "unpaired"))
+        both = self.excluded & self.unpaired
+        if both:
+            raise RemoteProtocolError(f"clients both excluded and unpaired: {sorted(both)[:5]}")
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ class SecAggServer:
         self._sum: FieldAccumulator | None = None
         self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
         self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
+        self._accused_by: dict[int, frozenset[int]] = {}  # reporter -> whom it accused
         # Round 4: owner -> {holder: share}, every share of each b_u and s_v^SK received (more
         # than t let the server decode around wrong ones).
         self._b_shares: dict[int, dict[int, bytes]] = {}
@@ -310,25 +311,66 @@ class SecAggServer:
         return out
 
     def _close_report(self, reported: frozenset[int]) -> dict[int, ServerMessage]:
-        """Exclude every accused sender, as if it had dropped in round 1, before anyone masks."""
+        """Cut the pair of every accusation; exclude only the clients that cannot go on.
+
+        An accusation "v's bundle to u failed to open" means u holds no share of v's secrets and
+        the pair (u, v) must not mask with each other; both stay in the round. A client is
+        excluded (as if it had dropped in round 1) only when fewer than t clients hold its shares
+        (a dealer of junk), or when fewer than t - 1 neighbours are left for it to mask with (an
+        accuser of everyone); each exclusion can cause others, so this runs to a fixed point.
+        So one malicious client can cut its own pairs and get itself excluded, but cannot
+        exclude an honest client unless more than k + 1 - t of that client's holders accuse it.
+        """
+        t = self.config.threshold
+        accused_by = {u: msg.accused for u, msg in self._responses.items() if isinstance(msg, BundleReport)}
         accusers: dict[int, set[int]] = {}
-        for u, msg in self._responses.items():
-            if isinstance(msg, BundleReport):
-                for v in msg.accused:
-                    accusers.setdefault(v, set()).add(u)
-        excluded = frozenset(accusers)
+        for u, accused in accused_by.items():
+            for v in accused:
+                accusers.setdefault(v, set()).add(u)
+        self.accusations = {v: frozenset(us) for v, us in accusers.items()}
+        self._accused_by = accused_by
+        members, live = set(self.u2), set(reported)
+        reasons: dict[int, str] = {}
+        changed = True
+        while changed:
+            changed = False
+            for v in sorted(members):
+                holders = (self.graph.neighbours(v) & members) - accusers.get(v, set())
+                if len(holders) + 1 < t:  # v holds one of its own shares
+                    reasons[v] = (
+                        f"excluded: its share bundles failed to open for clients "
+                        f"{sorted(accusers.get(v, ()))[:5]}, so fewer than t={t} hold its shares"
+                    )
+                elif v in live and len(self._partners(v, members)) + 1 < t:
+                    reasons[v] = (
+                        f"excluded: fewer than t-1={t - 1} neighbours left to mask with after cut pairs"
+                    )
+                else:
+                    continue
+                members.discard(v)
+                live.discard(v)
+                changed = True
+        excluded = frozenset(reasons)
         for v in sorted(excluded):
-            self.accusations[v] = frozenset(accusers[v])
-            reason = f"excluded: its share bundle failed to open for clients {sorted(accusers[v])[:5]}"
-            self.dropped.setdefault(v, Drop(Round.REPORT_BUNDLES, reason))
-        self.u2 = self.u2 - excluded
-        live = reported - excluded
-        if len(live) < self.config.threshold:
-            self._abort(
-                f"only {len(live)} clients left after excluding {len(excluded)} accused, "
-                f"threshold is {self.config.threshold}"
-            )
-        return {u: MaskingRequest(u, excluded & self.graph.neighbours(u)) for u in sorted(live)}
+            self.dropped.setdefault(v, Drop(Round.REPORT_BUNDLES, reasons[v]))
+        self.u2 = frozenset(members)
+        if len(live) < t:
+            self._abort(f"only {len(live)} clients left after {len(excluded)} exclusions, threshold is {t}")
+        out: dict[int, ServerMessage] = {}
+        for u in sorted(live):
+            neighbours = self.graph.neighbours(u)
+            unpaired = (neighbours & self.u2) - self._partners(u, self.u2)
+            out[u] = MaskingRequest(u, excluded & neighbours, frozenset(unpaired))
+        return out
+
+    def _partners(self, u: int, members: set[int] | frozenset[int]) -> frozenset[int]:
+        """u's neighbours among ``members`` that it masks with: no accusation between them."""
+        accused = self._accused_by.get(u, frozenset())
+        return frozenset(
+            v
+            for v in self.graph.neighbours(u) & members
+            if v not in accused and u not in self._accused_by.get(v, ())
+        )
 
     def _close_masked_input(self, u3: frozenset[int]) -> dict[int, ServerMessage]:
         # Clients dropped after their input was added stay in U3: their masks must still go.
@@ -372,7 +414,7 @@ class SecAggServer:
             )
         dropped = []
         for v in sorted(self.u2 - self.u3):
-            partners = sorted(self.graph.neighbours(v) & self.u3)
+            partners = sorted(self._partners(v, self.u3))
             if not partners:
                 continue
             s_pk = canonical_public_key(self._keys[v].s_pk)
@@ -405,9 +447,10 @@ class SecAggServer:
 
     def _unmasking_sets(self, u: int) -> tuple[set[int], set[int]]:
         """For client u: whose b shares it must reveal (U3 in its U2 neighbourhood) and whose
-        s_SK shares (its U2 neighbours not in U3)."""
-        closed = (self.graph.neighbours(u) | {u}) & self.u2
-        return set(closed & self.u3), set(closed - self.u3)
+        s_SK shares (its U2 neighbours not in U3), among the clients it holds shares of (not
+        those it accused)."""
+        held = ((self.graph.neighbours(u) | {u}) & self.u2) - self._accused_by.get(u, frozenset())
+        return set(held & self.u3), set(held - self.u3)
 
     def _reconstruct(
         self, owner: int, shares: dict[int, bytes], what: str, is_secret: Callable[[bytes], bool]
