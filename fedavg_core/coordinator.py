@@ -463,7 +463,16 @@ class Coordinator:
             outgoing = secagg.advance()
         except AbortedError as exc:
             current.report.reason = str(exc)
+            self._note_misbehaving()
             return actions + self._close(current.report, current.start_vector, None, self._recipients())
+        # Clients the server dropped inside advance() (excluded after share-bundle accusations)
+        # get no message of the next phase: cut them off with the reason, like any protocol drop.
+        for local, drop in sorted(secagg.dropped.items()):
+            client = current.cohort.members[local - 1]
+            if client in current.members and local not in outgoing:
+                actions.append(
+                    self._disconnect(client, "protocol", f"dropped in {drop.round.value}: {drop.reason}")
+                )
         current.began = now
         if secagg.round is Round.DONE:
             return actions + self._finish_round(now)
@@ -480,9 +489,19 @@ class Coordinator:
     def _recipients(self) -> tuple[int, ...]:
         return () if self.round is None else tuple(sorted(self.round.members))
 
+    def _note_misbehaving(self) -> None:
+        """Copy the SecAgg server's list of caught clients into the report, by stable id."""
+        current = self.round
+        assert current is not None
+        stable = current.cohort.members
+        current.report.misbehaving = {
+            stable[local - 1]: reason for local, reason in sorted(current.secagg.misbehaving.items())
+        }
+
     def _finish_round(self, now: float) -> list[Action]:
         current = self.round
         assert current is not None and current.secagg.result is not None
+        self._note_misbehaving()
         report = current.report
         survivors = current.stable(current.secagg.survivors)
         report.survivors = survivors

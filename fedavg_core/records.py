@@ -44,6 +44,10 @@ class RoundReport:
         available: the sorted ids the cohort was drawn from, and ``selection_seed`` the seed:
             ``fedavg_core.select_cohort`` replays the selection from them.
         threshold: t of the round's SecAgg config.
+        misbehaving: clients (stable ids) caught breaking the protocol, with why
+            (``secagg.SecAggServer.misbehaving``: bad messages, exclusions after share-bundle
+            accusations, shares the decoder found wrong, secrets that could not be rebuilt).
+            Suspects, not proof; a caller may keep repeat offenders out of later rounds.
     """
 
     round: int
@@ -65,6 +69,7 @@ class RoundReport:
     available: list[int] = field(default_factory=list)
     selection_seed: int | None = None
     threshold: int | None = None
+    misbehaving: dict[int, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict (for JSON and the checkpoint)."""
@@ -75,4 +80,5 @@ class RoundReport:
         """Inverse of ``to_json``."""
         fields = dict(data)
         fields["dropped"] = [DropRecord(**d) for d in fields.get("dropped", [])]
+        fields["misbehaving"] = {int(k): str(v) for k, v in fields.get("misbehaving", {}).items()}
         return cls(**fields)

@@ -234,14 +234,12 @@ def test_a_client_sending_junk_share_bundles_is_excluded_and_every_round_complet
     assert all(s.completed == [1, 2, 3] for s in run.summaries)  # the honest clients
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: fedavg_core's coordinator records a drop only when it refuses a client's own "
-    "message; a sender the SecAgg server excludes in advance() (report round) is missing from the "
-    "RoundReport, so a caller cannot keep the repeat offender out (issue 8)",
-)
 def test_the_round_report_names_the_excluded_junk_sender() -> None:
+    """The coordinator records the SecAgg server's exclusions, so a caller can keep repeat
+    offenders out of later rounds (issue 8)."""
     run, _, _ = _junk_bundle_federation()
     for report in run.reports:
         recorded = {d.client: d.reason for d in report.dropped}
         assert JUNK_ATTACKER in recorded and "excluded" in recorded[JUNK_ATTACKER]
+        assert "excluded" in report.misbehaving[JUNK_ATTACKER]
+        assert set(report.misbehaving) == {JUNK_ATTACKER}  # no honest client is named
