@@ -20,6 +20,14 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(data) if data else 0.0
 
 
+def load_average() -> float:
+    """The 1-minute load average (other processes competing for the cores), 0.0 if unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -30,7 +30,7 @@ from secagg import masking
 from secagg.masking import MaskTerm, apply_masks
 from secagg.primitives.prg import MaskDomain, word_dtype
 
-from .common import median
+from .common import load_average, median
 
 
 def _timed(call: Callable[[], object]) -> tuple[float, float]:
@@ -108,11 +108,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     results = []
+    before = load_average()
     for length in args.lengths:
         repeat = args.repeat or (31 if length < 1_000_000 else 7)
         for modulus in args.moduli:
             results.append(masking_vs_keystream(length, modulus, args.masks, repeat))
-    json.dump({"results": results}, sys.stdout, indent=2)
+    load = {"before": before, "after": load_average()}
+    json.dump({"results": results, "load_average": load}, sys.stdout, indent=2)
     print()
 
 

@@ -35,7 +35,15 @@ from secagg.primitives.field import DEFAULT_MODULUS, smallest_prime_above
 from secagg.primitives.packing import packed_size
 from secagg.primitives.prg import MaskReader, word_dtype
 
-from .common import exact_sum, keystream_bytes_per_second, median, peak_rss_mib, random_inputs, timed
+from .common import (
+    exact_sum,
+    keystream_bytes_per_second,
+    load_average,
+    median,
+    peak_rss_mib,
+    random_inputs,
+    timed,
+)
 from .masking import masking_vs_keystream
 
 
@@ -159,6 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             received[message.recipient] += size  # type: ignore[attr-defined]
 
     totals = []
+    load_before = load_average()
     result = None
     for run_index in range(args.repeat):
         start = time.perf_counter()
@@ -226,6 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["client_masking"] = masking_rate(config, degree + 1, repeats=args.keystream_repeats)
         out["client_masking"].pop("runs")
     out["peak_rss_mib"] = peak_rss_mib()
+    out["load_average"] = {"before": load_before, "after": load_average()}
     return out
 
 

@@ -11,7 +11,9 @@ default: a fork process pool started per call, as the server does), ``pool-kept`
 ``ProcessPoolExecutor`` passed in and reused), ``ray`` (``transport.ray_executor.RayExecutor``
 on a local Ray with ``--workers`` CPUs). Every result is checked against the sum of the inputs.
 Also reports the crypto floor: the masks' keystream at the raw AES-CTR rate, split over the
-workers.
+workers. Times are wall-clock medians (with this process's CPU time alongside: for ``serial``
+it is the compute itself, whatever else the machine runs), and the 1-minute load average before
+and after the timed runs is recorded.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from secagg.primitives.key_agreement import KeyPurpose, derive_key, generate_pri
 from secagg.primitives.prg import MaskDomain, word_dtype
 from secagg.unmasking import DroppedClient, JobExecutor, remove_masks
 
-from .common import keystream_bytes_per_second, median, peak_rss_mib
+from .common import keystream_bytes_per_second, load_average, median, peak_rss_mib
 
 
 @dataclass
@@ -93,17 +95,18 @@ def build_round(clients: int, length: int, dropout: float, modulus: int, seed: i
     return RoundState(modulus, session_id, total, expected, [self_seeds[u] for u in survivors], dropped)
 
 
-def time_removal(state: RoundState, workers: int, executor: JobExecutor | None) -> float:
-    """Seconds for one ``remove_masks`` call (the copy of the sum is not timed); checks the result."""
+def time_removal(state: RoundState, workers: int, executor: JobExecutor | None) -> tuple[float, float]:
+    """(wall, this process's CPU) seconds for one ``remove_masks`` call (the copy of the sum is
+    not timed); checks the result."""
     total = state.total.copy()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = remove_masks(
         total, state.modulus, state.session_id, state.self_mask_seeds, state.dropped, workers, executor
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if not np.array_equal(result, state.expected):
         raise SystemExit("mask removal produced a wrong sum")
-    return seconds
+    return seconds, cpu
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,16 +146,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["ray_start_seconds"] = time.perf_counter() - started
         # Interleaved (each repeat runs every executor once), so load from other processes on the
         # machine falls on all of them alike.
+        out["load_average_before"] = load_average()
         times: dict[str, list[float]] = {name: [] for name in executors}
+        cpu: dict[str, list[float]] = {name: [] for name in executors}
         for _ in range(args.repeat):
             for name, (workers, executor) in executors.items():
-                times[name].append(time_removal(state, workers, executor))
+                wall, own = time_removal(state, workers, executor)
+                times[name].append(wall)
+                cpu[name].append(own)
+        out["load_average_after"] = load_average()
     finally:
         for _, executor in executors.values():
             if executor is not None:
                 executor.shutdown()
     for name, runs in times.items():
-        out["executors"][name] = {"median_seconds": median(runs), "runs": runs, "exact": True}
+        out["executors"][name] = {
+            "median_seconds": median(runs),
+            "runs": runs,
+            "median_cpu_seconds_this_process": median(cpu[name]),
+            "exact": True,
+        }
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 
