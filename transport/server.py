@@ -237,13 +237,12 @@ class FederationSettings:
 
     def coordinator_settings(self) -> CoordinatorSettings:
         """The coordinator's view of these settings."""
-        wire = self.training.to_wire()
         return CoordinatorSettings(
             rounds=self.rounds,
             aggregator=self.aggregator(),
             cohort=self.cohort_policy(),
             deadlines=Deadlines(self.phase_timeout, self.train_timeout, self.wait_timeout),
-            training=lambda _round: wire,
+            training=lambda r: self.training.for_round(r).to_wire(),  # the lr schedule
             server_learning_rate=self.server_learning_rate,
         )
 
