@@ -40,8 +40,15 @@ class MaskDomain(Enum):
     @property
     def nonce(self) -> bytes:
         """The 16-byte initial counter block: a 12-byte tag for the domain, counter 0."""
-        tag = hashlib.sha256(b"secagg/prg/v1/" + self.value.encode()).digest()[:12]
-        return tag + bytes(_COUNTER_BYTES)
+        return _NONCES[self.value]
+
+
+def _domain_nonce(value: str) -> bytes:
+    tag = hashlib.sha256(b"secagg/prg/v1/" + value.encode()).digest()[:12]
+    return tag + bytes(_COUNTER_BYTES)
+
+
+_NONCES = {domain.value: _domain_nonce(domain.value) for domain in MaskDomain}  # hashed once, not per mask
 
 
 _zeros = bytes(0)
