@@ -39,6 +39,7 @@ from secagg import AbortedError, Round, RoundSetup, SecAggConfig, SecAggServer
 
 from .aggregators import SecureAggregator
 from .cohort import Cohort, CohortPolicy, select_cohort
+from .plaintext_round import INSECURE_PLAINTEXT, PlaintextPhase, PlaintextSum
 from .quantize import QuantizationConfig
 from .records import DropRecord, RoundReport
 from .vectorize import FloatVector
@@ -154,6 +155,9 @@ class CoordinatorSettings:
         training: round -> the local-training settings sent with the round start (a client
             learning-rate schedule lives here).
         server_learning_rate: the global model moves by this times the mean update.
+        insecure_plaintext: INSECURE debugging mode (``fedavg_core.plaintext_round``): members
+            upload their encoded updates unmasked and the server sums them in the clear; the
+            round records say ``insecure plaintext``. Clients must opt in.
     """
 
     rounds: int
@@ -162,6 +166,7 @@ class CoordinatorSettings:
     deadlines: Deadlines = field(default_factory=Deadlines)
     training: Callable[[int], Mapping[str, Setting]] = lambda _round: {}
     server_learning_rate: float = 1.0
+    insecure_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -175,7 +180,7 @@ class CoordinatorSettings:
 class _RoundState:
     cohort: Cohort
     setup: RoundSetup
-    secagg: SecAggServer
+    secagg: SecAggServer | PlaintextSum  # PlaintextSum: the insecure debugging mode
     quantization: QuantizationConfig
     local: dict[int, int]  # stable id -> round-local id
     members: set[int]  # stable ids still in the round
@@ -190,7 +195,7 @@ class _RoundState:
         return self.cohort.round
 
     @property
-    def phase(self) -> Round:
+    def phase(self) -> Round | PlaintextPhase:
         return self.secagg.round
 
     def stable(self, local_ids: frozenset[int] | set[int]) -> list[int]:
@@ -416,16 +421,22 @@ class Coordinator:
             return self._close(report, start_vector, None, ())
         report.threshold = config.threshold
         deadline = now + self.settings.deadlines.train + self.settings.deadlines.phase
+        plaintext = self.settings.insecure_plaintext
+        aggregation = PlaintextSum(config) if plaintext else SecAggServer(setup)
         self.round = _RoundState(
-            cohort, setup, SecAggServer(setup), quantization, local, set(cohort.members), report,
+            cohort, setup, aggregation, quantization, local, set(cohort.members), report,
             start_vector, deadline, now,
         )  # fmt: skip
         detail = f"cohort of {size} (target {cohort.target}) from {len(cohort.available)} available"
+        settings = dict(self.settings.training(number))
+        if plaintext:
+            report.aggregation = "insecure plaintext"
+            settings[INSECURE_PLAINTEXT] = True
+            detail += " (INSECURE PLAINTEXT: updates are sent unmasked)"
         actions: list[Action] = [
             Note("round_start", number, detail=detail),
-            Note("phase", number, phase=Round.ADVERTISE_KEYS.value),
+            Note("phase", number, phase=aggregation.round.value),
         ]
-        settings = dict(self.settings.training(number))
         for client, i in local.items():
             actions.append(StartTraining(client, i, number, setup, quantization, start_vector, settings))
         return actions
@@ -437,7 +448,7 @@ class Coordinator:
         members = {current.local[c] for c in current.members}
         pending = secagg.waiting_for & members
         actions: list[Action] = []
-        first = current.phase is Round.ADVERTISE_KEYS
+        first = current.phase in (Round.ADVERTISE_KEYS, PlaintextPhase.UPLOAD)
         if first and pending and len(secagg.responded) >= current.cohort.target:
             for client in current.stable(pending):
                 current.members.discard(client)
@@ -467,14 +478,15 @@ class Coordinator:
             return actions + self._close(current.report, current.start_vector, None, self._recipients())
         # Clients the server dropped inside advance() (excluded after share-bundle accusations)
         # get no message of the next phase: cut them off with the reason, like any protocol drop.
-        for local, drop in sorted(secagg.dropped.items()):
+        for local in sorted(secagg.dropped):
             client = current.cohort.members[local - 1]
             if client in current.members and local not in outgoing:
+                drop = secagg.dropped[local]
                 actions.append(
                     self._disconnect(client, "protocol", f"dropped in {drop.round.value}: {drop.reason}")
                 )
         current.began = now
-        if secagg.round is Round.DONE:
+        if secagg.round in (Round.DONE, PlaintextPhase.DONE):
             return actions + self._finish_round(now)
         current.deadline = now + self.settings.deadlines.phase
         actions.append(Note("phase", current.number, phase=secagg.round.value))

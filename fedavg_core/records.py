@@ -48,6 +48,8 @@ class RoundReport:
             (``secagg.SecAggServer.misbehaving``: bad messages, exclusions after share-bundle
             accusations, shares the decoder found wrong, secrets that could not be rebuilt).
             Suspects, not proof; a caller may keep repeat offenders out of later rounds.
+        aggregation: ``secure`` (SecAgg), or ``insecure plaintext`` (the debugging mode of
+            ``fedavg_core.plaintext_round``: the server saw every update).
     """
 
     round: int
@@ -70,6 +72,7 @@ class RoundReport:
     selection_seed: int | None = None
     threshold: int | None = None
     misbehaving: dict[int, str] = field(default_factory=dict)
+    aggregation: str = "secure"
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict (for JSON and the checkpoint)."""

@@ -46,7 +46,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from fedavg_core import ClientUpdate, encode_weighted_update
+from fedavg_core.plaintext_round import INSECURE_PLAINTEXT
 from secagg import AbortedError, LocalProtocolError, RoundSetup, SecAggClient
+from secagg.messages import MaskedInput
 from secagg.primitives import signatures
 
 from .codec import Frame, FrameLimits, decode_from_server, encode
@@ -131,6 +133,9 @@ class FederationClient:
         backoff_initial, backoff_max: reconnection delays (seconds, doubled, with jitter).
         give_up_after: stop after this many seconds without a registered connection.
         on_update: called with (round, update) after local training (the demo's audit hook).
+        allow_insecure_plaintext: answer a server's INSECURE plaintext rounds (a debugging mode:
+            the update and example count go to the server unmasked); by default such a round is
+            refused, so a server cannot switch secure aggregation off on its own.
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class FederationClient:
         backoff_max: float = 5.0,
         give_up_after: float = 60.0,
         on_update: Callable[[int, ClientUpdate], None] | None = None,
+        allow_insecure_plaintext: bool = False,
     ) -> None:
         if roster is not None and identity_key is None:
             raise ValueError("a roster is only used with an identity key (active mode)")
@@ -184,6 +190,7 @@ class FederationClient:
         self.backoff_max = backoff_max
         self.give_up_after = give_up_after
         self.on_update = on_update
+        self.allow_insecure_plaintext = allow_insecure_plaintext
         self.limits = FrameLimits.for_client(trainer.dimension)
         self.summary = ClientSummary(client_id)
         self._seen_nonces: set[bytes] = set()
@@ -338,6 +345,12 @@ class FederationClient:
             raise RoundRefused("the session nonce was used before (replayed round start)")
         wire = dict(start.settings)
         local_id = wire.pop(LOCAL_ID, None)
+        plaintext = wire.pop(INSECURE_PLAINTEXT, False)
+        if plaintext is not False and not (plaintext is True and self.allow_insecure_plaintext):
+            raise RoundRefused(
+                "the server asks for an insecure plaintext round (updates unmasked); this client "
+                "requires secure aggregation"
+            )
         if not isinstance(local_id, int) or isinstance(local_id, bool):
             raise RoundRefused(f"the round start gives no round-local id ({LOCAL_ID!r})")
         if not 1 <= local_id <= config.num_clients:
@@ -405,6 +418,16 @@ class FederationClient:
         if self.on_update is not None:
             self.on_update(frame.round, update)
         vector = encode_weighted_update(update.update, update.num_examples, start.quantization, self._rng)
+        if start.settings.get(INSECURE_PLAINTEXT) is True:  # accepted by check_round_start
+            # INSECURE debugging mode: the encoded update goes to the server unmasked.
+            upload = MaskedInput(local_id, vector)
+            data = await asyncio.to_thread(
+                lambda: encode(
+                    upload, round=frame.round, session=setup.session_id, modulus=setup.config.modulus
+                )
+            )
+            await ws.send(data)
+            return
         secagg = SecAggClient(setup, local_id, vector, identity_key=self.identity_key)
         self._round = _ActiveRound(frame.round, setup.session_id, secagg)
         data = await asyncio.to_thread(

@@ -68,6 +68,7 @@ from fedavg_core.coordinator import (
 from fedavg_core.coordinator import (
     Finished as FederationDone,
 )
+from fedavg_core.plaintext_round import WARNING as PLAINTEXT_WARNING
 from fedavg_core.vectorize import FloatVector
 from secagg import SecAggConfig
 from secagg.config import DEFAULT_DROPOUT_FRACTION, MAX_CLIENTS, GraphKind
@@ -144,6 +145,8 @@ class FederationSettings:
             over-selected cohort) ...
         wait_timeout: ... or when this many seconds passed and at least the minimum (t for N,
             or the cohort size n) are connected.
+        insecure_plaintext: INSECURE debugging mode: clients (that opt in) send their updates
+            unmasked and the server sums them in the clear; logged loudly, recorded per round.
     """
 
     num_clients: int
@@ -170,6 +173,7 @@ class FederationSettings:
     max_population: int | None = None
     min_clients: int | None = None
     wait_timeout: float = 30.0
+    insecure_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -244,6 +248,7 @@ class FederationSettings:
             deadlines=Deadlines(self.phase_timeout, self.train_timeout, self.wait_timeout),
             training=lambda r: self.training.for_round(r).to_wire(),  # the lr schedule
             server_learning_rate=self.server_learning_rate,
+            insecure_plaintext=self.insecure_plaintext,
         )
 
 
@@ -411,6 +416,8 @@ class FederationServer:
             backlog=max(128, 2 * self.settings.largest_round()),
         )
         log.info("listening on %s:%d (%s)", host, self.port, "wss" if ssl_context else "ws")
+        if self.settings.insecure_plaintext:
+            log.warning("!" * 40 + "\n%s\n" + "!" * 40, PLAINTEXT_WARNING)
         if self.next_round > 1:
             self._emit("resumed", detail=f"model {vector_digest(self.vector)}")
             log.info(
