@@ -13,7 +13,10 @@ The round's result is checked against numpy before anything is reported.
 ``--floor`` adds the round's crypto floor, measured in this process: the AES-CTR keystream of
 every mask expanded in the round (clients and server) at the raw keystream rate, plus one X25519
 exchange (with its HKDF) for every key agreement; the masks and agreements are counted in a
-separate small round (m = 8) with the same clients, graph and dropouts.
+separate small round (m = 8) with the same clients, graph and dropouts. Each time is reported
+as wall clock and as this process's CPU time (``total_cpu_seconds``, ``floor_cpu_seconds``): on a
+shared machine the CPU times are the ones to compare; with ``--workers 1`` the process's CPU time
+is the whole round's.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def crypto_floor(config: SecAggConfig, drop: dict[str, set[int]], seed: int) -> 
     counts = count_crypto(config, drop, seed)
     word = np.dtype(word_dtype(config.modulus)).itemsize
     rate = keystream_bytes_per_second(config.vector_length * word, repeats=30)
+    cpu_rate = keystream_bytes_per_second(config.vector_length * word, repeats=30, clock=time.thread_time)
     own = key_agreement.generate_private_key(bytes(range(32)))
     peer = key_agreement.public_bytes(key_agreement.generate_private_key(bytes(range(1, 33))))
 
@@ -114,7 +118,11 @@ def crypto_floor(config: SecAggConfig, drop: dict[str, set[int]], seed: int) -> 
         )
 
     agreement = timed(agree, 200)
+    cpu_agreement = timed(agree, 200, clock=time.thread_time)
     keystream_seconds = counts["masks"] * config.vector_length * word / rate
+    cpu_floor = (
+        counts["masks"] * config.vector_length * word / cpu_rate + counts["key_agreements"] * cpu_agreement
+    )
     return {
         **counts,
         "raw_keystream_bytes_per_s": rate,
@@ -122,6 +130,7 @@ def crypto_floor(config: SecAggConfig, drop: dict[str, set[int]], seed: int) -> 
         "keystream_seconds": keystream_seconds,
         "key_agreement_seconds": counts["key_agreements"] * agreement,
         "floor_seconds": keystream_seconds + counts["key_agreements"] * agreement,
+        "floor_cpu_seconds": cpu_floor,
     }
 
 
@@ -166,11 +175,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             received[message.recipient] += size  # type: ignore[attr-defined]
 
-    totals = []
+    totals: list[float] = []
+    cpu_totals: list[float] = []  # this process only: with --workers 1, the whole round
     load_before = load_average()
     result = None
     for run_index in range(args.repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = simulate(
             config,
             inputs,
@@ -181,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers=args.workers,
         )
         totals.append(time.perf_counter() - start)
+        cpu_totals.append(time.process_time() - cpu)
         if not np.array_equal(result.total, exact_sum(inputs, result.survivors, modulus)):
             raise SystemExit("benchmark round produced a wrong sum")
     assert result is not None
@@ -205,6 +216,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "survivors": len(result.survivors),
         "total_seconds": median(totals),
         "total_seconds_runs": totals,
+        "total_cpu_seconds": median(cpu_totals),
+        "total_cpu_seconds_runs": cpu_totals,
         "client_seconds": {
             r: {"median": median(t.values()), "max": max(t.values(), default=0.0)}
             for r, t in result.client_seconds.items()
@@ -228,6 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.floor:
         floor = crypto_floor(config, drop, seed=0)
         floor["total_over_floor"] = out["total_seconds"] / floor["floor_seconds"]
+        floor["total_cpu_over_floor_cpu"] = out["total_cpu_seconds"] / floor["floor_cpu_seconds"]
         out["crypto_floor"] = floor
     if not args.skip_keystream:
         degree = n - 1 if config.graph == "complete" else config.degree
