@@ -13,9 +13,9 @@ nothing, and every round's mean is checked against the exact weighted mean (exit
 
 With every client in one process on a small machine, the n clients' masking (each expands
 (k + 1) AES-CTR masks of m elements) runs one after another on the same cores; on a real
-deployment each client masks on its own device. ``client_masking_cpu_seconds`` measures that
-work alone (``SecAggClient`` for one client, outside the federation), to say how much of the
-secure round it is.
+deployment each client masks on its own device. ``secagg_in_memory`` times the same SecAgg round
+without sockets (``secagg.simulate``), per party, to say how much of the secure round's extra time
+is the n clients' work that a deployment would spread over n devices.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from fedavg_core import ClientUpdate, encode_weighted_update
 from secagg import SecAggConfig
-from secagg.simulate import simulate_round
+from secagg.simulate import simulate
 from transport.client import FederationClient
 from transport.records import ServerEvent
 from transport.server import FederationServer, FederationSettings
@@ -111,7 +111,7 @@ async def _federation(mode: str, args: argparse.Namespace, length: int) -> dict[
         elif event.kind == "round_end" and event.round in starts:
             walls[event.round] = time.perf_counter() - starts[event.round]
 
-    server = FederationServer(_Zero(dimension), settings, on_event=on_event)  # type: ignore[arg-type]
+    server = FederationServer(_Zero(dimension), settings, on_event=on_event)
     await server.start("127.0.0.1", 0)
     url = f"ws://127.0.0.1:{server.port}"
     clients = [
@@ -144,7 +144,9 @@ async def _federation(mode: str, args: argparse.Namespace, length: int) -> dict[
         "round_wall_seconds": [round(walls[r.round], 3) for r in reports if r.round in walls],
         "median_round_wall_seconds": round(median(walls.values()), 3),
         # Seconds from the previous phase's close to this one's (training is in the first).
-        "median_phase_seconds": {p: round(median(r.seconds[p] for r in reports if p in r.seconds), 3) for p in phases},
+        "median_phase_seconds": {
+            p: round(median(r.seconds[p] for r in reports if p in r.seconds), 3) for p in phases
+        },
         "median_bytes_up": int(median(r.bytes_up for r in reports)),
         "median_bytes_down": int(median(r.bytes_down for r in reports)),
         "statuses": [r.status for r in reports],
@@ -154,9 +156,10 @@ async def _federation(mode: str, args: argparse.Namespace, length: int) -> dict[
     }
 
 
-def _client_masking_seconds(args: argparse.Namespace, length: int) -> dict[str, Any]:
-    """One client's SecAgg CPU time in the same config (an in-memory round of n clients, divided
-    by n: key agreement, sharing and, mostly, expanding its masks), and the keystream floor."""
+def _secagg_work(args: argparse.Namespace, length: int) -> dict[str, Any]:
+    """The SecAgg compute of the same round in memory (``secagg.simulate``, no sockets), timed
+    per party: what one client and the server spend (key agreement, sharing, and mostly the
+    AES-CTR masks), next to the keystream floor of one client's masks."""
     settings = FederationSettings(
         num_clients=args.clients,
         rounds=1,
@@ -171,21 +174,20 @@ def _client_masking_seconds(args: argparse.Namespace, length: int) -> dict[str, 
     rng = np.random.default_rng(args.seed)
     vector = encode_weighted_update(rng.uniform(-1, 1, length - 1), 100, quant, rng)
     inputs = dict.fromkeys(range(1, args.clients + 1), vector)
-    start = time.process_time()
-    wall = time.perf_counter()
-    result = simulate_round(config, inputs, workers=1)
-    cpu = time.process_time() - start
-    wall = time.perf_counter() - wall
+    result = simulate(config, inputs, timer=time.perf_counter, workers=None)
+    per_client = [
+        sum(rounds.get(i, 0.0) for rounds in result.client_seconds.values())
+        for i in range(1, args.clients + 1)
+    ]
     masks = config.neighbourhood_size  # k pairwise masks and the self mask
     rate = keystream_bytes_per_second(8 * min(length, 1 << 20), repeats=5)
     return {
-        "in_memory_round_seconds": round(wall, 3),
-        "in_memory_round_cpu_seconds": round(cpu, 3),
+        "one_client_secagg_seconds": round(median(per_client), 3),
+        "all_clients_secagg_seconds": round(sum(per_client), 3),
+        "server_secagg_seconds": round(sum(result.server_seconds.values()), 3),
+        "server_seconds_per_round": {k: round(v, 3) for k, v in result.server_seconds.items()},
         "masks_per_client": masks,
-        "keystream_bytes_per_second": round(rate),
         "one_client_keystream_floor_seconds": round(masks * 8 * length / rate, 4),
-        "all_clients_keystream_floor_seconds": round(args.clients * masks * 8 * length / rate, 3),
-        "in_memory_ok": result.total is not None,
     }
 
 
@@ -199,7 +201,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             row["secure"]["median_round_wall_seconds"] / row["plaintext"]["median_round_wall_seconds"], 3
         )
         if args.floor:
-            row["crypto"] = await asyncio.to_thread(_client_masking_seconds, args, length)
+            row["secagg_in_memory"] = await asyncio.to_thread(_secagg_work, args, length)
         results.append(row)
     return {
         "benchmark": "websocket_round",
