@@ -1,6 +1,7 @@
 """The server's own peak memory for n clients, to show the sum is streamed (O(m), not O(n m)).
 
-    python -m benchmarks.server_memory --clients 100 1000 --length 100000 --degree 20
+    python -m benchmarks.server_memory --clients 100 1000 --length 100000 \
+        --collusion-fraction 0.05 --dropout-fraction 0.1      # the finder's Harary k and t
 
 Clients are driven in the same process but do not count: the server's memory is its retained
 state (deep size of the server object, including messages it keeps) plus what is allocated
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from secagg import AbortedError, RoundSetup, SecAggClient, SecAggConfig, SecAggServer
-from secagg.state import PROTOCOL_ROUNDS, Round
+from secagg.state import Round
 
 
 def deep_size(obj: object, seen: set[int] | None = None) -> int:
@@ -68,46 +69,59 @@ class ServerMeter:
                 self.peak_retained = before
 
 
-def measure(n: int, m: int, degree: int, dropout: float, seed: int) -> dict[str, Any]:
-    """One round with n clients; returns the server's peak bytes and checks the sum."""
-    t = SecAggConfig(n, degree + 1, m, graph="harary", degree=degree).minimum_safe_threshold()
-    config = SecAggConfig(n, t, m, graph="harary", degree=degree)
+def make_config(n: int, m: int, degree: int | None, gamma: float, delta: float) -> SecAggConfig:
+    """Harary graph: ``degree`` with the smallest safe threshold, or (None) the finder's k and t."""
+    if degree is None:
+        return SecAggConfig(
+            n, vector_length=m, graph="harary", collusion_fraction=gamma, dropout_fraction=delta
+        )
+    return SecAggConfig(n, vector_length=m, graph="harary", degree=degree, collusion_fraction=gamma)
+
+
+def measure(config: SecAggConfig, dropout: float, seed: int) -> dict[str, Any]:
+    """One round; returns the server's peak bytes and checks the sum.
+
+    Driven generically (server.advance -> each client -> server.receive until the round is
+    done). A client gets its input just before it builds its masked input (its ``round`` is
+    ``MASKED_INPUT``) and drops it right after, so only one input is alive at a time; the
+    ``dropout`` share of clients goes silent at that point.
+    """
+    n, m = config.num_clients, config.vector_length
     setup = RoundSetup(config, np.random.default_rng(seed).bytes(32))
     server = SecAggServer(setup, workers=1)
     meter = ServerMeter(server, {id(setup), id(setup.graph), id(config)})
     rng = np.random.default_rng(seed)
     dropped = set(rng.choice(np.arange(1, n + 1), round(dropout * n), replace=False).tolist())
-    clients: dict[int, SecAggClient] = {}
+    clients = {i: SecAggClient(setup, i) for i in range(1, n + 1)}
     expected = np.zeros(m, dtype=np.uint64)
     p = np.uint64(config.modulus)
-    requests: dict[int, Any] = {}
-    for current in PROTOCOL_ROUNDS:
-        if current is Round.CONSISTENCY_CHECK:
-            continue
-        for i in sorted(range(1, n + 1) if current is Round.ADVERTISE_KEYS else requests):
-            if current is Round.MASKED_INPUT and i in dropped:
-                continue
-            if current is Round.ADVERTISE_KEYS:
-                clients[i] = SecAggClient(setup, i)
-                reply = clients[i].start()
-            else:
-                if current is Round.MASKED_INPUT:
-                    x = np.random.default_rng([seed, i]).integers(0, config.modulus, m, dtype=np.uint64)
-                    clients[i].set_input(x)
-                    expected = (expected + x) % p
-                try:
-                    reply = clients[i].receive(requests[i])
-                except AbortedError:
-                    continue
-            meter.call(lambda r=reply: server.receive(r))
-            if current is Round.MASKED_INPUT:
-                clients[i]._input = None  # the client is done with x; keep only O(m) alive
+    for client in clients.values():
+        advert = client.start()
+        meter.call(lambda r=advert: server.receive(r))
+    while server.round is not Round.DONE:
         requests = meter.call(server.advance)
+        for i, request in sorted(requests.items()):
+            client = clients[i]
+            masking = client.round is Round.MASKED_INPUT
+            if masking:
+                if i in dropped:
+                    continue
+                x = np.random.default_rng([seed, i]).integers(0, config.modulus, m, dtype=np.uint64)
+                client.set_input(x)
+                expected = (expected + x) % p
+            try:
+                reply = client.receive(request)
+            except AbortedError:
+                continue
+            meter.call(lambda r=reply: server.receive(r))
+            if masking:
+                client._input = None  # the client is done with x; keep only O(m) alive
     if not np.array_equal(server.result, expected):
         raise SystemExit("server-memory benchmark produced a wrong sum")
     return {
         "clients": n,
-        "threshold": t,
+        "degree": config.degree,
+        "threshold": config.threshold,
         "server_peak_bytes": meter.peak,
         "peak_in_round": meter.peak_round,
         "retained_state_bytes_at_peak": meter.peak_retained,
@@ -119,16 +133,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--length", type=int, default=100_000)
-    ap.add_argument("--degree", type=int, default=20)
+    ap.add_argument("--degree", type=int, default=None, help="default: the finder's k and t")
+    ap.add_argument("--collusion-fraction", type=float, default=0.05)
+    ap.add_argument("--dropout-fraction", type=float, default=0.1)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="runs per n; the median peak is reported")
     args = ap.parse_args(argv)
     runs = []
     for n in args.clients:
-        trials = [
-            measure(n, args.length, args.degree, args.dropout, args.seed + i) for i in range(args.repeat)
-        ]
+        config = make_config(n, args.length, args.degree, args.collusion_fraction, args.dropout_fraction)
+        trials = [measure(config, args.dropout, args.seed + i) for i in range(args.repeat)]
         peaks = sorted(t["server_peak_bytes"] for t in trials)
         median_trial = next(t for t in trials if t["server_peak_bytes"] == peaks[len(peaks) // 2])
         runs.append({**median_trial, "server_peak_bytes_runs": [t["server_peak_bytes"] for t in trials]})
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
             "length": args.length,
             "graph": "harary",
             "degree": args.degree,
+            "collusion_fraction": args.collusion_fraction,
+            "dropout_fraction": args.dropout_fraction,
             "dropout": args.dropout,
             "repeat": args.repeat,
         },
