@@ -1,7 +1,11 @@
 """A real websocket round at scale on loopback: wall time per phase; prints one JSON object.
 
     python -m benchmarks.websocket_scale --clients 1000 --length 1000 --graph complete
-    python -m benchmarks.websocket_scale --clients 5000 --length 1000 --graph harary
+    python -m benchmarks.websocket_scale --clients 5000 --length 1000 --graph harary --gamma 0.05 --delta 0.1
+
+With ``--graph harary`` and no ``--degree``, the degree and threshold come from the parameter
+finder for n, gamma (collusion fraction) and delta (dropout fraction); the clients accept a
+round assuming gamma (their ``min_collusion_fraction``).
 
 The server and every client run in this process (clients as asyncio tasks, each with its own
 websocket connection to 127.0.0.1), which is the hardest case for keepalive: every party's SecAgg
@@ -63,6 +67,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         rounds=1,
         graph=args.graph,
         degree=args.degree,
+        collusion_fraction=args.gamma,
+        dropout_fraction=args.delta,
         clip=1.0,
         max_weight=256,
         phase_timeout=args.timeout,
@@ -70,10 +76,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         wait_timeout=args.timeout,
         hello_timeout=args.timeout,
     )
-    server = FederationServer(_Zero(dimension), settings)  # type: ignore[arg-type]
+    server = FederationServer(_Zero(dimension), settings)
     await server.start("127.0.0.1", 0)
     url = f"ws://127.0.0.1:{server.port}"
-    clients = [FederationClient(i, t, url, give_up_after=args.timeout) for i, t in trainers.items()]
+    clients = [
+        FederationClient(i, t, url, give_up_after=args.timeout, min_collusion_fraction=args.gamma)
+        for i, t in trainers.items()
+    ]
     start = time.perf_counter()
     tasks = [asyncio.create_task(c.run()) for c in clients]
     try:
@@ -96,8 +105,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "websocket_scale",
         "clients": n,
         "vector_length": args.length,
-        "graph": args.graph,
-        "degree": server.config.degree if args.graph == "harary" else n - 1,
+        "graph": server.config.graph,
+        "gamma": args.gamma,
+        "delta": args.delta,
+        "degree": server.config.degree if server.config.graph == "harary" else n - 1,
         "threshold": server.config.threshold,
         "status": report.status,
         "reason": report.reason,
@@ -121,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=1000, help="field elements per client (m)")
     parser.add_argument("--graph", choices=("complete", "harary"), default="complete")
     parser.add_argument("--degree", type=int, help="harary degree (default: the config's rule)")
+    parser.add_argument("--gamma", type=float, default=1 / 3, help="collusion fraction (threat model)")
+    parser.add_argument("--delta", type=float, default=0.1, help="dropout fraction (threat model)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
