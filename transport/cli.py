@@ -13,8 +13,11 @@ Exit statuses:
 - 1: an error while rounds were running;
 - 2: a bad argument or input (a value, a file, an ``--app``, a missing optional dependency, a
   port that cannot be listened on, a checkpoint that is already finished), reported in one line
-  before any round runs; also a client that cannot join this federation (security mode, TLS);
-- 3: a client gave up reaching the server;
+  before any round runs; also a client that cannot join this federation (security mode, TLS) or
+  that the server refused for good (unknown identity, failed identity proof, another task, model,
+  quantization or wire version: the reason names the field and both values), within seconds;
+- 3: a client gave up after ``--give-up-after`` seconds without registering (server not up, or
+  refusing for now: id still in use, server full);
 - 4: a client completed no round: it refused, or saw aborted, every round it was offered.
 """
 
@@ -34,6 +37,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from secagg.config import MAX_CLIENTS
+
 from . import audit
 from .apps import App, export_model, export_suffix
 from .arguments import (
@@ -48,9 +53,11 @@ from .arguments import (
     add_task_arguments,
     add_version,
     app_from_args,
+    app_spec,
     checked,
     fail,
     federation_settings,
+    key_value,
     load_file,
     log_level,
     port_number,
@@ -60,11 +67,19 @@ from .arguments import (
 )
 from .checkpoint import CheckpointError
 from .client import ClientSummary, FatalClientError, FederationClient
-from .identity import generate_identities, load_identity_key, load_roster
+from .identity import (
+    RosterFile,
+    enrol,
+    generate_identities,
+    init_identity,
+    load_identity_key,
+    parse_public_key,
+)
 from .records import ServerEvent
 from .server import FederationServer
 from .tasks import LearnerTrainer
 from .tls import client_context, server_context
+from .wire import QuantizationTerms
 
 __all__ = [
     "EventLog",
@@ -119,7 +134,16 @@ def server_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss://")
     parser.add_argument("--keyfile", help="TLS private key (PEM), if not in --certfile")
-    parser.add_argument("--roster", help="active mode: roster of client identity keys (JSON)")
+    parser.add_argument(
+        "--roster",
+        help="active mode: roster of client identity keys (JSON), re-read when an unknown id registers",
+    )
+    parser.add_argument(
+        "--enrol",
+        metavar="ID=KEY",
+        type=key_value,
+        help="add client ID's public key (64 hex digits or its .pub file) to --roster; exit",
+    )
     parser.add_argument(
         "--checkpoint", help="checkpoint file: written after each round, resumed from at start"
     )
@@ -168,13 +192,14 @@ def _build_server(
         ssl_context = load_file(
             label, args.certfile, lambda path: server_context(path, args.keyfile), "a PEM certificate and key"
         )
-    roster = load_file("--roster", args.roster, load_roster, "a JSON roster") if args.roster else None
+    roster = load_file("--roster", args.roster, RosterFile, "a JSON roster") if args.roster else None
     model = checked(app.server_model)
     try:
         server = FederationServer(
             model,
             settings,
             roster=roster,
+            task=app_spec(args),
             checkpoint_path=args.checkpoint,
             on_event=events,
         )
@@ -224,6 +249,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
         roster = generate_identities(args.generate_identities, args.clients)
         print(f"wrote {args.clients} identity keys and {roster}")
         return EXIT_OK
+    if args.enrol:
+        return _enrol(prog, args.roster, *args.enrol)
     events: EventLog | None = None
     try:
         app = app_from_args(args)
@@ -254,6 +281,19 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _enrol(prog: str, roster: str | None, client: str, key: str) -> int:
+    """``--enrol ID=KEY``: add one public key to the roster file (a running server picks it up)."""
+    if not roster:
+        return fail(prog, "--enrol needs --roster FILE (created if missing)")
+    try:
+        client_id = int(client)
+        added = enrol(roster, client_id, parse_public_key(key))
+    except (ValueError, OSError) as exc:
+        return fail(prog, f"--enrol {client}=...: {exc}")
+    print(f"{'enrolled' if added else 'already enrolled:'} client {client_id} in {roster}")
+    return EXIT_OK
+
+
 # --- secagg-client -----------------------------------------------------------------------------
 
 
@@ -266,7 +306,22 @@ def client_parser() -> argparse.ArgumentParser:
     parser.add_argument("--id", type=int, required=True, help="this client's id, 1..N")
     parser.add_argument("--cafile", help="trust only this CA / self-signed certificate for wss://")
     parser.add_argument("--identity-key", help="active mode: this client's Ed25519 key (PEM)")
-    parser.add_argument("--roster", help="active mode: the roster this client trusts (JSON)")
+    parser.add_argument(
+        "--init-identity",
+        metavar="PATH",
+        help="active mode: make this client's Ed25519 key at PATH (owner-only) and PATH.pub; print the "
+        "public key to enrol; exit",
+    )
+    parser.add_argument(
+        "--roster", help="active mode: the roster this client trusts (JSON), re-read at each round start"
+    )
+    parser.add_argument(
+        "--expect-quantization",
+        metavar="SPEC",
+        type=_quantization_terms,
+        help="refuse a server with another quantization, e.g. 'clip=2 bits=16 max_weight=1024' "
+        "(default: accept the server's)",
+    )
     parser.add_argument("--give-up-after", type=positive_float, default=60.0, help="seconds without a server")
     parser.add_argument("--backoff-max", type=positive_float, default=5.0, help="longest reconnection delay")
     parser.add_argument("--audit-dir", help="DEMO ONLY: also write plaintext updates here (defeats privacy)")
@@ -275,13 +330,34 @@ def client_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quantization_terms(text: str) -> QuantizationTerms:
+    try:
+        return QuantizationTerms.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _init_identity(prog: str, path: str, client_id: int) -> int:
+    """``--init-identity PATH``: a new identity key; print the public key and how to enrol it."""
+    try:
+        public = init_identity(path)
+    except FileExistsError as exc:
+        return fail(prog, f"--init-identity {path}: {exc.filename or path} exists; not overwritten")
+    except OSError as exc:
+        return fail(prog, f"--init-identity {path}: {exc.strerror or exc}")
+    print(f"wrote {path} (private, mode 0600) and {path}.pub")
+    print(f"public key: {public.hex()}")
+    print(f"the operator enrols it with: secagg-server --roster ROSTER --enrol {client_id}={public.hex()}")
+    return EXIT_OK
+
+
 def make_client(args: argparse.Namespace, app: App | None = None) -> FederationClient:
     """A ``FederationClient`` from parsed ``secagg-client`` arguments; ``UsageError`` (one line
     naming the value or file) for anything that cannot work."""
     if not args.url.startswith(("ws://", "wss://")):
         raise UsageError(f"--url {args.url}: the server URL must start with ws:// or wss://")
-    if not 1 <= args.id <= args.clients:
-        raise UsageError(f"--id {args.id}: client ids are 1..{args.clients} (--clients)")
+    if not 1 <= args.id <= MAX_CLIENTS:  # the app may allow fewer (the digits apps: 1..--clients)
+        raise UsageError(f"--id {args.id}: client ids are 1..{MAX_CLIENTS}")
     use_tls = args.url.startswith("wss://")
     if args.cafile and not use_tls:
         raise UsageError(f"--cafile {args.cafile}: only used with a wss:// --url, got {args.url}")
@@ -297,9 +373,11 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
     identity = None
     if args.identity_key:
         identity = load_file("--identity-key", args.identity_key, load_identity_key, "an Ed25519 key (PEM)")
-    roster = load_file("--roster", args.roster, load_roster, "a JSON roster") if args.roster else None
+    roster = load_file("--roster", args.roster, RosterFile, "a JSON roster") if args.roster else None
     app = app or app_from_args(args)
     trainer = checked(lambda: app.client_trainer(args.id))
+    # The initial model's digest is declared when the trainer can build it without server data.
+    initial = checked(trainer.learner.initial_vector) if isinstance(trainer, LearnerTrainer) else None
     on_update = None
     if args.audit_dir:
         directory = args.audit_dir
@@ -315,6 +393,9 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
             ssl_context=ssl_context,
             identity_key=identity,
             roster=roster,
+            task=app_spec(args),
+            initial_vector=initial,
+            quantization=args.expect_quantization,
             give_up_after=args.give_up_after,
             backoff_max=args.backoff_max,
             on_update=on_update,
@@ -342,6 +423,8 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     args = client_parser().parse_args(argv)
     _setup_logging(args.log_level)
     prog = "secagg-client"
+    if args.init_identity:
+        return _init_identity(prog, args.init_identity, args.id)
     try:
         client = make_client(args)
     except UsageError as exc:
