@@ -19,8 +19,10 @@ Everything is deterministic (``secagg.simulate.seeded_random_bytes``), so a fail
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import pytest
@@ -35,12 +37,20 @@ from secagg import (
     SecAggConfig,
     SecAggServer,
 )
-from secagg.messages import ClientMessage, PublicKeys, ServerMessage, ShareKeys, UnmaskingShares
+from secagg.messages import (
+    BUNDLE_SIZE,
+    ClientMessage,
+    PublicKeys,
+    ServerMessage,
+    ShareBundles,
+    ShareKeys,
+    UnmaskingShares,
+)
 from secagg.primitives import aead, shamir, signatures
 from secagg.primitives.field import DEFAULT_MODULUS, FieldVector
 from secagg.session import NONCE_SIZE
 from secagg.simulate import seeded_random_bytes
-from secagg.state import rounds_of
+from secagg.state import PROTOCOL_ROUNDS, rounds_of
 
 RandomBytes = Callable[[int], bytes]
 Tamper = Callable[[dict[int, ClientMessage]], Iterable[object]]
@@ -212,6 +222,157 @@ class Federation:
         return out
 
 
+# -- the reference model: what the rules say must happen, computed without the protocol --------
+
+
+class Graph(Protocol):
+    def neighbours(self, client_id: int) -> frozenset[int]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``reference_round`` says happens. ``survivors`` is U3 (also when a later round aborts)."""
+
+    aborted: bool
+    survivors: frozenset[int]
+    abort_round: str | None = None
+    excluded: frozenset[int] = frozenset()  # removed in the report round
+    refused: frozenset[int] = frozenset()  # honest clients whose own checks make them abort
+    u2: frozenset[int] = frozenset()  # after the exclusions
+    u5: frozenset[int] = frozenset()
+    accusers: Mapping[int, frozenset[int]] = field(default_factory=dict)  # counted accusations
+    cut: frozenset[frozenset[int]] = frozenset()  # pairs {u, v} that never mask with each other
+    graph: Graph | None = None
+
+    def partners(self, u: int) -> frozenset[int]:
+        """u's neighbours in U2 (after exclusions) it masks with: no accusation either way."""
+        assert self.graph is not None
+        return frozenset(v for v in self.graph.neighbours(u) & self.u2 if frozenset((u, v)) not in self.cut)
+
+    def b_holders(self, u: int) -> frozenset[int]:
+        """The U5 clients that reveal a share of b_u: u's closed neighbourhood but its accusers."""
+        assert self.graph is not None
+        return ((self.graph.neighbours(u) | {u}) & self.u5) - self.accusers.get(u, frozenset())
+
+    def sk_holders(self, v: int) -> frozenset[int]:
+        """The U5 clients that reveal a share of s_v^SK (v in U2 minus U3): its non-accusing neighbours."""
+        assert self.graph is not None
+        return (self.graph.neighbours(v) & self.u5) - self.accusers.get(v, frozenset())
+
+
+def reference_round(
+    config: SecAggConfig,
+    graph: Graph,
+    drop: Mapping[str, Iterable[int]] | None = None,
+    accusations: Mapping[int, Iterable[int]] | None = None,
+) -> Outcome:
+    """The rules of DESIGN.md section 3 and issue 8, written down without calling the protocol.
+
+    ``drop[round]``: clients silent from that round on (a round the mode skips: from the next).
+    ``accusations[u]``: the U2 neighbours u reports in the report round (counted if u reports).
+
+    - Rounds 0, 1, report: a client refuses when fewer than t of its closed neighbourhood sent
+      keys (U1) or bundles (U2).
+    - Report round: an accusation cuts the pair; a client is excluded when it and its
+      non-accusing neighbours still in the round number fewer than t, or, if it reported, when
+      it and the neighbours still in the round it masks with (pair not cut) number fewer than t;
+      applied until nothing changes (both counts only shrink, so the order does not matter).
+    - Masking and later: a client refuses when fewer than t of the clients it masks with
+      (itself included) are in U3. b_u is rebuilt from the U5 clients in its closed
+      neighbourhood that did not accuse it; s_v^SK of a U2 client missing from U3 that a U3
+      client masked with, from its non-accusing neighbours in U5. Fewer than t: abort.
+    """
+    n, t = config.num_clients, config.threshold
+    names = [r.value for r in PROTOCOL_ROUNDS]
+    drops = {name: set(ids) for name, ids in (drop or {}).items()}
+    refused: set[int] = set()
+
+    def silent_from(name: str) -> set[int]:
+        out: set[int] = set()
+        for earlier in names[: names.index(name) + 1]:
+            out |= drops.get(earlier, set())
+        return out
+
+    def closed(u: int) -> frozenset[int]:
+        return graph.neighbours(u) | {u}
+
+    def keep(clients: set[int], ok: Callable[[int], bool]) -> frozenset[int]:
+        refused.update(u for u in clients if not ok(u))
+        return frozenset(u for u in clients if ok(u))
+
+    def abort(at: str, u3: frozenset[int] = frozenset()) -> Outcome:
+        return Outcome(True, u3, at, refused=frozenset(refused), graph=graph)
+
+    u1 = frozenset(range(1, n + 1)) - silent_from("advertise_keys")
+    if len(u1) < t:
+        return abort("advertise_keys")
+    u2 = keep(set(u1) - silent_from("share_keys"), lambda u: len(closed(u) & u1) >= t)
+    if len(u2) < t:
+        return abort("share_keys")
+    reported = keep(set(u2) - silent_from("report_bundles"), lambda u: len(closed(u) & u2) >= t)
+    if len(reported) < t:
+        return abort("report_bundles")
+    accusers: dict[int, set[int]] = {}
+    cut = set()
+    for u, accused in (accusations or {}).items():
+        if u not in reported:
+            continue
+        for v in accused:
+            if v not in graph.neighbours(u) & u2:
+                raise ValueError(f"client {u} cannot accuse {v}: not a U2 neighbour")
+            accusers.setdefault(v, set()).add(u)
+            cut.add(frozenset((u, v)))
+    members, live = set(u2), set(reported)
+
+    def masks_with(u: int, pool: set[int]) -> set[int]:
+        return {v for v in graph.neighbours(u) & pool if frozenset((u, v)) not in cut}
+
+    while True:
+        out = {
+            v
+            for v in members
+            if 1 + len((graph.neighbours(v) & members) - accusers.get(v, set())) < t
+            or (v in live and 1 + len(masks_with(v, members)) < t)
+        }
+        if not out:
+            break
+        members -= out
+        live -= out
+    excluded = u2 - members
+    if len(live) < t:
+        return abort("report_bundles")
+    model = Outcome(
+        False,
+        frozenset(),
+        excluded=excluded,
+        u2=frozenset(members),
+        accusers={v: frozenset(us) for v, us in accusers.items()},
+        cut=frozenset(cut),
+        graph=graph,
+    )
+
+    def enough_in(pool: frozenset[int]) -> Callable[[int], bool]:
+        return lambda u: len((model.partners(u) | {u}) & pool) >= t
+
+    u3 = keep(live - silent_from("masked_input"), lambda u: 1 + len(model.partners(u)) >= t)
+    if len(u3) < t:
+        return abort("masked_input")
+    asked = set(u3)
+    if config.is_active:
+        asked = set(keep(asked - silent_from("consistency_check"), enough_in(u3)))
+        if len(asked) < t:
+            return abort("consistency_check", u3)
+    u5 = keep(asked - silent_from("unmasking"), enough_in(u3))
+    if len(u5) < t:
+        return abort("unmasking", u3)
+    model = dataclasses.replace(model, survivors=u3, refused=frozenset(refused), u5=u5)
+    short = [u for u in u3 if len(model.b_holders(u)) < t]
+    short += [v for v in model.u2 - u3 if model.partners(v) & u3 and len(model.sk_holders(v)) < t]
+    if short:
+        return dataclasses.replace(model, aborted=True, abort_round="unmasking")
+    return model
+
+
 # -- message surgery ---------------------------------------------------------------------------
 
 
@@ -221,6 +382,19 @@ def swap(replies: Mapping[int, ClientMessage], sender: int, *messages: object) -
     for i, reply in sorted(replies.items()):
         out.extend(messages if i == sender else (reply,))
     return out
+
+
+def accuse_falsely(fed: Federation, accuser: int, accused: Iterable[int]) -> None:
+    """Before the report round: ``accuser`` (a malicious client) discards the bundles of
+    ``accused`` as if they failed to open, so its own code reports them and keeps no share of
+    them (consistent from then on, unlike a report edited on the wire)."""
+    request = fed.requests[accuser]
+    assert isinstance(request, ShareBundles), f"not the report round: {type(request).__name__}"
+    junk = seeded_random_bytes(accuser, "discarded bundle")
+    ciphertexts = dict(request.ciphertexts)
+    for v in accused:
+        ciphertexts[v] = junk(BUNDLE_SIZE)
+    fed.requests = {**fed.requests, accuser: ShareBundles(accuser, ciphertexts)}
 
 
 def _bundle_channel(fed: Federation, sender: int, recipient: int) -> tuple[bytes, dict[str, Any]]:
@@ -254,11 +428,18 @@ def shifted(share: bytes, by: int = 1) -> bytes:
     return shamir.encode_element((shamir.decode_element(share) + by) % shamir.PRIME)
 
 
+def _error(holder: int) -> int:
+    # Pseudo-random, so the wrong shares lie on no low-degree polynomial through the secret (a
+    # shift by the holder's id would: f(x) + x, the framing case tested on its own).
+    return 1 + int.from_bytes(seeded_random_bytes(holder, "wrong share")(32), "big") % (shamir.PRIME - 1)
+
+
 def deal_wrong_shares(
     fed: Federation, reply: ShareKeys, *, wrong_b: Iterable[int] = (), wrong_sk: Iterable[int] = ()
 ) -> ShareKeys:
-    """``reply`` re-sealed with a wrong (in-range) share of b for the holders ``wrong_b`` and of
-    s_SK for ``wrong_sk``: every bundle still opens, so no recipient can tell."""
+    """``reply`` re-sealed with a wrong (in-range, off by a pseudo-random amount) share of b for
+    the holders ``wrong_b`` and of s_SK for ``wrong_sk``: every bundle still opens, so no
+    recipient can tell."""
     wrong_b, wrong_sk = set(wrong_b), set(wrong_sk)
     ciphertexts = dict(reply.ciphertexts)
     for v in sorted(wrong_b | wrong_sk):
@@ -267,8 +448,8 @@ def deal_wrong_shares(
             fed,
             reply.sender,
             v,
-            shifted(sk_share, v) if v in wrong_sk else sk_share,
-            shifted(b_share, v) if v in wrong_b else b_share,
+            shifted(sk_share, _error(v)) if v in wrong_sk else sk_share,
+            shifted(b_share, _error(v)) if v in wrong_b else b_share,
         )
     return ShareKeys(reply.sender, ciphertexts)
 

@@ -16,99 +16,27 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import Federation, config, deal_wrong_shares, shifted
+from helpers import (
+    Federation,
+    Outcome,
+    accuse_falsely,
+    config,
+    deal_wrong_shares,
+    reference_round,
+    shifted,
+)
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from secagg import AbortedError, Round, RoundSetup, SecAggConfig, simulate
 from secagg.graph import NeighbourGraph
-from secagg.messages import BUNDLE_SIZE, BundleReport, ClientMessage, ShareKeys, UnmaskingShares
+from secagg.messages import BUNDLE_SIZE, ClientMessage, ShareKeys, UnmaskingShares
 from secagg.parameters import corrupt_count
 from secagg.primitives.field import SUPPORTED_PRIMES
 from secagg.simulate import seeded_random_bytes
 from secagg.state import PROTOCOL_ROUNDS
 
 MODULI = (SUPPORTED_PRIMES[0], 2**32 - 5, 2**61 - 1, SUPPORTED_PRIMES[-1])
-
-
-@dataclass
-class Expected:
-    aborted: bool
-    survivors: frozenset[int]
-    abort_round: str | None = None
-
-
-def reference_outcome(
-    config: SecAggConfig,
-    graph: NeighbourGraph,
-    drop: dict[str, set[int]],
-    excluded: frozenset[int] = frozenset(),
-) -> Expected:
-    """What the rules of DESIGN.md section 3 say must happen, computed without the protocol.
-
-    ``drop[round]``: clients silent from that round on (also a round the mode skips: then from
-    the next one). ``excluded``: the senders accused in the report round (by anyone still
-    reporting), which the server removes as if they had dropped in round 1.
-    """
-    n, t = config.num_clients, config.threshold
-    gone: set[int] = set()
-
-    def silent_from(round_name: str) -> set[int]:
-        # Cumulative, in protocol order: drop[r] stays silent in every later round.
-        names = [r.value for r in PROTOCOL_ROUNDS]
-        for name in names[: names.index(round_name) + 1]:
-            gone.update(drop.get(name, set()))
-        return gone
-
-    def closed(u: int) -> frozenset[int]:
-        return graph.neighbours(u) | {u}
-
-    def refusing(clients: set[int], pool: frozenset[int]) -> set[int]:
-        # An honest client refuses when fewer than t of its closed neighbourhood remain.
-        return {u for u in clients if len(closed(u) & pool) < t}
-
-    def abort(at: str, u3: frozenset[int] = frozenset()) -> Expected:
-        return Expected(True, u3, at)
-
-    u1 = frozenset(set(range(1, n + 1)) - silent_from("advertise_keys"))
-    if len(u1) < t:
-        return abort("advertise_keys")
-    answering = set(u1) - silent_from("share_keys")
-    u2 = frozenset(answering - refusing(answering, u1))
-    if len(u2) < t:
-        return abort("share_keys")
-    # Report round: a client opens the bundles of its U2 neighbours, needs t of them with itself.
-    answering = set(u2) - silent_from("report_bundles")
-    reported = frozenset(answering - refusing(answering, u2))
-    if len(reported) < t:
-        return abort("report_bundles")
-    accused = excluded & u2
-    u2 = u2 - accused
-    live = reported - accused
-    if len(live) < t:
-        return abort("report_bundles")
-    # Masked input: masks with its U2 neighbours that were not excluded, if t remain with it.
-    answering = set(live) - silent_from("masked_input")
-    u3 = frozenset(answering - refusing(answering, u2))
-    if len(u3) < t:
-        return abort("masked_input")
-    asked = set(u3)
-    if config.is_active:
-        answering = asked - silent_from("consistency_check")
-        asked = answering - refusing(answering, u3)
-        if len(asked) < t:
-            return abort("consistency_check", u3)
-    answering = asked - silent_from("consistency_check") - silent_from("unmasking")
-    u5 = frozenset(answering - refusing(answering, u3))
-    if len(u5) < t:
-        return abort("unmasking", u3)
-    for u in u3:  # b_u is reconstructed from its neighbourhood's shares
-        if len(closed(u) & u5) < t:
-            return abort("unmasking", u3)
-    for v in u2 - u3:  # s_v^SK is needed when a neighbour of v is in U3
-        if graph.neighbours(v) & u3 and len(graph.neighbours(v) & u5) < t:
-            return abort("unmasking", u3)
-    return Expected(False, u3)
 
 
 def _valid_thresholds(n: int, graph: str, degree: int | None, mode: str, **kw: float) -> list[int]:
@@ -168,7 +96,7 @@ def test_sum_is_exact_or_round_aborts(
     config, inputs, drop, seed = case
     nonce = seeded_random_bytes(seed, "nonce")(32)
     graph = RoundSetup(config, nonce, _roster(config, seed)).graph
-    expected = reference_outcome(config, graph, drop)
+    expected = reference_round(config, graph, drop)
     try:
         result = simulate(config, inputs, drop, seed=seed)
     except AbortedError as exc:
@@ -177,6 +105,10 @@ def test_sum_is_exact_or_round_aborts(
         return
     assert not expected.aborted, f"completed although fewer than t remained somewhere: {expected}"
     assert result.survivors == expected.survivors
+    # Without accusations a client is excluded only when too few neighbours are left in U2.
+    exclusions = {u for u, d in result.dropped.items() if d.round is Round.REPORT_BUNDLES}
+    assert exclusions == expected.excluded and set(result.dropped) == expected.excluded
+    assert set(result.aborted_clients) == expected.refused, result.aborted_clients
     assert len(result.survivors) >= config.threshold
     want = np.zeros(config.vector_length, dtype=object)
     for i in result.survivors:
@@ -275,7 +207,7 @@ class Misbehaviour:
     junk_to: frozenset[int] = frozenset()  # round 1: random bytes instead of these bundles
     wrong_b_to: frozenset[int] = frozenset()  # round 1: a wrong share of b_u, in a valid bundle
     wrong_sk_to: frozenset[int] = frozenset()  # round 1: a wrong share of s_u^SK, likewise
-    accuse: frozenset[int] = frozenset()  # report round: false accusations
+    accuse: frozenset[int] = frozenset()  # report round: false accusations (discards those bundles)
     silent_after_report: bool = False  # drops before masking: its s_SK is then reconstructed
     lying_holder: bool = False  # unmasking: every share it reveals is off (in range)
 
@@ -307,7 +239,9 @@ def malicious_cases(draw: st.DrawFn, *, accusers: bool) -> MaliciousCase:
     for u in sorted(corrupt):
         neighbours = graph.neighbours(u)
         if accusers:
-            plan[u] = Misbehaviour(accuse=_subset(draw, neighbours, 1))
+            plan[u] = Misbehaviour(
+                accuse=frozenset(draw(st.sets(st.sampled_from(sorted(neighbours)), min_size=1)))
+            )
             continue
         plan[u] = Misbehaviour(
             junk_to=_subset(draw, neighbours, 1),
@@ -338,16 +272,6 @@ def _run_malicious(case: MaliciousCase) -> tuple[Federation, AbortedError | None
             out.append(reply)
         return out
 
-    def report(replies: dict[int, ClientMessage]) -> list[object]:
-        out: list[object] = []
-        for u, reply in sorted(replies.items()):
-            bad = plan.get(u)
-            if bad is not None and bad.accuse:
-                assert isinstance(reply, BundleReport)
-                reply = BundleReport(u, reply.accused | bad.accuse)
-            out.append(reply)
-        return out
-
     def unmasking(replies: dict[int, ClientMessage]) -> list[object]:
         out: list[object] = []
         for u, reply in sorted(replies.items()):
@@ -364,11 +288,13 @@ def _run_malicious(case: MaliciousCase) -> tuple[Federation, AbortedError | None
 
     tampers: dict[Round, Any] = {
         Round.SHARE_KEYS: share_keys,
-        Round.REPORT_BUNDLES: report,
         Round.UNMASKING: unmasking,
     }
     try:
         while fed.server.round is not Round.DONE:
+            if fed.server.round is Round.REPORT_BUNDLES:
+                for u, bad in plan.items():
+                    accuse_falsely(fed, u, bad.accuse)
             if fed.server.round is Round.MASKED_INPUT:
                 fed.silent |= {u for u, bad in plan.items() if bad.silent_after_report}
             fed.step(tampers.get(fed.server.round))
@@ -377,66 +303,88 @@ def _run_malicious(case: MaliciousCase) -> tuple[Federation, AbortedError | None
     return fed, None
 
 
-def _accusations(case: MaliciousCase, graph: NeighbourGraph) -> dict[int, frozenset[int]]:
-    """Accused sender -> its accusers: every recipient of junk reports it, plus false accusers."""
+def _reports(case: MaliciousCase) -> dict[int, frozenset[int]]:
+    """Reporter -> whom it reports: every recipient of junk reports its dealer (corrupt clients
+    too: they run the honest code there), and false accusers add theirs."""
     out: dict[int, set[int]] = {}
     for u, bad in case.plan.items():
         for v in bad.junk_to:
-            out.setdefault(u, set()).add(v)
-        for v in bad.accuse:
             out.setdefault(v, set()).add(u)
-    return {v: frozenset(us) for v, us in out.items()}
+        out.setdefault(u, set()).update(bad.accuse)
+    return {u: frozenset(vs) for u, vs in out.items() if vs}
+
+
+def _model(case: MaliciousCase, graph: NeighbourGraph) -> Outcome:
+    silent = {u for u, bad in case.plan.items() if bad.silent_after_report}
+    return reference_round(case.config, graph, {"masked_input": silent}, _reports(case))
 
 
 def _named_clients(reason: str) -> set[int]:
     return {int(x) for x in re.findall(r"client (\d+)\b", reason)}
 
 
-def _check_nothing_of_the_excluded_revealed(fed: Federation, excluded: frozenset[int]) -> None:
+def _check_against_the_model(fed: Federation, case: MaliciousCase, expected: Outcome) -> None:
+    """Accusations, exclusions and refusals are what the model says; an honest client is never
+    excluded nor refuses (a coalition this small cannot do it); and nothing is revealed of an
+    excluded client, nor of an accused client by its accuser."""
+    server, plan = fed.server, case.plan
+    accusers: dict[int, set[int]] = {}
+    for u, accused in _reports(case).items():
+        for v in accused:
+            accusers.setdefault(v, set()).add(u)
+    assert server.accusations == expected.accusers == {v: frozenset(us) for v, us in accusers.items()}
+    assert {u: d.round for u, d in server.dropped.items()} == dict.fromkeys(
+        expected.excluded, Round.REPORT_BUNDLES
+    ), server.dropped
+    assert all(d.reason.startswith("excluded:") for d in server.dropped.values())
+    assert set(fed.aborted) == expected.refused, fed.aborted
+    assert expected.excluded | expected.refused <= set(plan), "an honest client was excluded or refused"
+    for u in expected.excluded:
+        assert u not in server.u2 and u not in server.survivors
     for u, owners in fed.revealed().items():
-        assert not owners & excluded, f"client {u} revealed shares of excluded {sorted(owners & excluded)}"
-    for u in excluded:
-        assert u not in fed.server.u2 and u not in fed.server.survivors
+        assert not owners & expected.excluded, f"client {u} revealed shares of excluded {owners}"
+        mine = _reports(case).get(u, frozenset())
+        assert not owners & mine, f"client {u} revealed shares of clients it accused: {owners & mine}"
+
+
+def _coalition_premise(case: MaliciousCase) -> None:
+    """At most k + 1 - t corrupt clients (k: neighbours per client): none can exclude an honest one."""
+    cfg = case.config
+    assert len(case.plan) <= cfg.neighbourhood_size - cfg.threshold
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(malicious_cases(accusers=False))
 def test_garbage_bundles_and_wrong_shares_never_give_a_wrong_sum(case: MaliciousCase) -> None:
-    """Junk bundles get their sender excluded; wrong shares (dealt in round 1 or revealed in the
-    unmasking round) are decoded around, or, when a corrupt dealer's own secret cannot be
-    decoded, the round aborts naming it. Never a wrong sum, never an honest client named."""
+    """Junk bundles cut the pairs of their dealer with its recipients, and exclude it when fewer
+    than t would hold its shares; wrong shares (dealt in round 1 or revealed in the unmasking
+    round) are decoded around, or, when a corrupt dealer's own secret cannot be decoded, the
+    round aborts naming it. Never a wrong sum, never an honest client named."""
     cfg, plan = case.config, case.plan
+    _coalition_premise(case)
     fed, error = _run_malicious(case)
-    graph = fed.setup.graph
-    accusations = _accusations(case, graph)
-    excluded = frozenset(accusations)
-    assert excluded == {u for u, bad in plan.items() if bad.junk_to}
-    assert fed.server.accusations == accusations
-    assert {u: d.round for u, d in fed.server.dropped.items()} == dict.fromkeys(
-        excluded, Round.REPORT_BUNDLES
-    )
-    assert not fed.aborted, f"clients refused the round: {fed.aborted}"
-    _check_nothing_of_the_excluded_revealed(fed, excluded)
-    silent = {u for u, bad in plan.items() if bad.silent_after_report} - excluded
-    u3 = frozenset(range(1, cfg.num_clients + 1)) - excluded - silent
-    liars = {u for u, bad in plan.items() if bad.lying_holder} & u3
+    expected = _model(case, fed.setup.graph)
+    _check_against_the_model(fed, case, expected)
+    assert expected.excluded <= {u for u, bad in plan.items() if bad.junk_to}
+    assert not expected.aborted or expected.abort_round == Round.UNMASKING.value, expected
+    liars = {u for u, bad in plan.items() if bad.lying_holder} & expected.u5
 
-    def errors(owner: int, holders: frozenset[int], dealt: frozenset[int]) -> tuple[int, int]:
-        wrong = (liars | dealt) & holders
-        return len(wrong), (len(holders) - cfg.threshold) // 2
+    def too_many_errors(holders: frozenset[int], dealt: frozenset[int]) -> bool:
+        return len((liars | dealt) & holders) > (len(holders) - cfg.threshold) // 2
 
-    undecodable = set()
-    for u in u3:
-        count, budget = errors(u, graph.closed_neighbourhood(u) & u3, plan.get(u, Misbehaviour()).wrong_b_to)
-        if count > budget:
-            undecodable.add(u)
-    for v in silent:
-        if graph.neighbours(v) & u3:
-            count, budget = errors(v, graph.neighbours(v) & u3, plan[v].wrong_sk_to)
-            if count > budget:
-                undecodable.add(v)
+    undecodable = {
+        u
+        for u in expected.survivors
+        if too_many_errors(expected.b_holders(u), plan.get(u, Misbehaviour()).wrong_b_to)
+    }
+    undecodable |= {
+        v
+        for v in expected.u2 - expected.survivors
+        if expected.partners(v) & expected.survivors
+        and too_many_errors(expected.sk_holders(v), plan[v].wrong_sk_to)
+    }
     assert undecodable <= set(plan), "the config should let every honest secret be decoded"
-    event(f"excluded {len(excluded)}, undecodable {len(undecodable)}")
+    event(f"excluded {len(expected.excluded)}, cut {len(expected.cut)}, undecodable {len(undecodable)}")
     if error is not None:
         event("aborted naming a corrupt dealer")
         assert error.round == Round.UNMASKING.value, error
@@ -444,8 +392,9 @@ def test_garbage_bundles_and_wrong_shares_never_give_a_wrong_sum(case: Malicious
         assert named and named <= undecodable, f"abort names {named}, undecodable: {undecodable}: {error}"
         assert fed.server.result is None
         return
+    assert not expected.aborted, expected
     fed.assert_exact()
-    assert fed.server.survivors == u3
+    assert fed.server.survivors == expected.survivors
     event("exact, decoded around wrong shares" if fed.server.wrong_shares else "exact")
     for holder, owners in fed.server.wrong_shares.items():
         # Named only if it lied, or a corrupt dealer gave it a wrong share of that owner's secret.
@@ -455,24 +404,78 @@ def test_garbage_bundles_and_wrong_shares_never_give_a_wrong_sum(case: Malicious
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(malicious_cases(accusers=True))
-def test_false_accusers_exclude_only_whom_they_accuse_and_learn_nothing(case: MaliciousCase) -> None:
-    """Each accusation excludes the accused (the server cannot tell a lie from a real failure),
-    nobody else; the round then goes as the reference model says for those exclusions, and no
-    share of an excluded client is revealed to anyone."""
+def test_false_accusers_cut_only_their_own_pairs_and_learn_nothing(case: MaliciousCase) -> None:
+    """Each accusation cuts one pair (the server cannot tell a lie from a real failure); an
+    accuser that leaves itself fewer than t - 1 partners is excluded; no honest client is
+    excluded, and the round completes as the reference model says with the exact sum over U3,
+    with no share of an excluded client revealed, nor of an accused client by its accuser."""
+    _coalition_premise(case)
     fed, error = _run_malicious(case)
-    graph = fed.setup.graph
-    accusations = _accusations(case, graph)
-    excluded = frozenset(accusations)
-    assert fed.server.accusations == accusations
-    assert set(fed.server.dropped) == excluded
-    assert all(d.round is Round.REPORT_BUNDLES for d in fed.server.dropped.values())
-    _check_nothing_of_the_excluded_revealed(fed, excluded)
-    expected = reference_outcome(case.config, graph, {}, excluded)
-    event(f"aborted in {expected.abort_round}" if expected.aborted else "completed")
-    if error is not None:
-        assert expected.aborted and error.round == expected.abort_round, (error, expected)
-        assert "threshold" in error.reason and fed.server.result is None
-        return
-    assert not expected.aborted, expected
+    expected = _model(case, fed.setup.graph)
+    event(f"excluded {len(expected.excluded)} of {len(case.plan)} accusers, cut {len(expected.cut)}")
+    assert error is None and not expected.aborted, (error, expected)
+    _check_against_the_model(fed, case, expected)
     fed.assert_exact()
     assert fed.server.survivors == expected.survivors
+    honest = frozenset(range(1, case.config.num_clients + 1)) - set(case.plan)
+    assert honest <= fed.server.survivors
+
+
+def _coalition_configs() -> list[SecAggConfig]:
+    """Small configs (mechanics only, no collusion bound) where k + 1 - t >= 1: room for a coalition."""
+    out = []
+    for mode in ("semi_honest", "active"):
+        for n in range(4, 10):
+            for t in _valid_thresholds(n, "complete", None, mode, collusion_fraction=0.0):
+                if n - t >= 1:
+                    out.append(config(n, t, m=3, mode=mode, collusion_fraction=0.0))
+        for n, k in ((7, 4), (9, 4), (11, 6), (12, 4)):
+            for t in _valid_thresholds(n, "harary", k, mode, collusion_fraction=0.0):
+                if k + 1 - t >= 1:
+                    out.append(config(n, t, m=3, graph="harary", degree=k, mode=mode))
+    return out
+
+
+COALITION_CONFIGS = _coalition_configs()
+
+
+@st.composite
+def coalition_cases(draw: st.DrawFn) -> MaliciousCase:
+    """A coalition of at most k + 1 - t clients that sends junk bundles to and falsely accuses
+    whichever neighbours it likes, often all ganging up on one honest victim."""
+    cfg = draw(st.sampled_from(COALITION_CONFIGS))
+    seed = draw(st.integers(0, 2**16))
+    graph = Federation(cfg, seed=seed).setup.graph
+    n, room = cfg.num_clients, cfg.neighbourhood_size - cfg.threshold
+    corrupt = draw(st.sets(st.integers(1, n), min_size=1, max_size=room))
+    victim = draw(st.sampled_from(sorted(set(range(1, n + 1)) - corrupt)))
+    gang_up = draw(st.booleans())
+    plan = {}
+    for u in sorted(corrupt):
+        neighbours = sorted(graph.neighbours(u))
+        accuse = set(draw(st.sets(st.sampled_from(neighbours))))
+        if gang_up and victim in neighbours:
+            accuse.add(victim)
+        junk_to = frozenset(draw(st.sets(st.sampled_from(neighbours)))) - accuse
+        plan[u] = Misbehaviour(junk_to=junk_to, accuse=frozenset(accuse))
+    return MaliciousCase(cfg, seed, plan)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(coalition_cases())
+def test_a_coalition_of_at_most_k_plus_1_minus_t_cannot_exclude_an_honest_client(case: MaliciousCase) -> None:
+    """Whatever pairs at most k + 1 - t corrupt clients cut (junk bundles or false accusations,
+    to anyone, also all against one victim), every honest client keeps t holders and t - 1
+    partners: none is excluded or refuses, the round completes with every honest input in the
+    exact sum, and the model says which corrupt clients got themselves excluded."""
+    _coalition_premise(case)
+    fed, error = _run_malicious(case)
+    expected = _model(case, fed.setup.graph)
+    _check_against_the_model(fed, case, expected)
+    accused = {v for b in case.plan.values() for v in b.accuse} - set(case.plan)
+    event(f"excluded {len(expected.excluded)} of {len(case.plan)}, honest accused {len(accused)}")
+    assert error is None and not expected.aborted, (error, expected)
+    fed.assert_exact()
+    assert fed.server.survivors == expected.survivors
+    honest = frozenset(range(1, case.config.num_clients + 1)) - set(case.plan)
+    assert honest <= fed.server.survivors
