@@ -17,6 +17,7 @@ file atomically, so a reader never sees half a roster.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -163,8 +164,9 @@ def init_identity(path: str | os.PathLike[str]) -> bytes:
     key (hex) into ``path.pub``; the raw public key. ``FileExistsError`` if either exists."""
     target = Path(path)
     public_path = target.with_name(target.name + ".pub")
-    if public_path.exists():
-        raise FileExistsError(f"{public_path} already exists")
+    for existing in (target, public_path):
+        if existing.exists() or existing.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(existing))
     key = Ed25519PrivateKey.generate()
     create_secret_file(target, _pem(key))
     public = signatures.identity_public_bytes(key)

@@ -441,10 +441,15 @@ class FederationServer:
             if self._outbox:
                 await self._dispatch()
                 continue
-            self._post(await self._in_worker(self._tick, loop.time()))
+            now = loop.time()
+            self._post(await self._in_worker(self._tick, now))
             if self._outbox:
                 continue
             deadline = self.coordinator.next_timeout()
+            if deadline is not None and deadline <= now:
+                # A deadline the tick just passed without acting on (a cohort wait that timed out
+                # with too few clients): only an event can change that; do not spin on it.
+                deadline = None
             self._changed.clear()
             if self._outbox:
                 continue

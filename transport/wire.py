@@ -66,13 +66,26 @@ class QuantizationTerms:
     def __str__(self) -> str:
         return f"clip={self.clip:g} bits={self.bits} max_weight={self.max_weight}"
 
+    @classmethod
+    def parse(cls, text: str) -> QuantizationTerms:
+        """The inverse of ``str``: ``"clip=2 bits=16 max_weight=1024"`` (commas also separate)."""
+        fields: dict[str, str] = {}
+        for part in text.replace(",", " ").split():
+            name, sep, value = part.partition("=")
+            if not sep or name not in ("clip", "bits", "max_weight") or name in fields:
+                raise ValueError(f"expected clip=C bits=B max_weight=W, got {text!r}")
+            fields[name] = value
+        if len(fields) != 3:
+            raise ValueError(f"expected clip=C bits=B max_weight=W, got {text!r}")
+        return cls(float(fields["clip"]), int(fields["bits"]), int(fields["max_weight"]))
+
 
 @dataclass(frozen=True)
 class Terms:
     """What the server and a client must agree on before the client joins.
 
     A client leaves a field None when it has no expectation (e.g. a trainer that cannot build
-    the initial model); the server fills in every field.
+    the initial model), a server when it does not know (an embedded server given no task name).
 
     Attributes:
         task: the app, e.g. ``transport.apps:digits_mlp``.
@@ -103,10 +116,10 @@ def _shown(value: object) -> str:
 
 def terms_mismatch(server: Terms, client: Terms) -> str | None:
     """The first field the client declared differently from the server, as ``"field: server X,
-    client Y"``; None when they agree (fields the client left None are not compared)."""
+    client Y"``; None when they agree (a field either side left None is not compared)."""
     for name in ("task", "dimension", "model_digest", "quantization"):
         ours, theirs = getattr(server, name), getattr(client, name)
-        if theirs is not None and ours != theirs:
+        if ours is not None and theirs is not None and ours != theirs:
             return f"{name}: server {_shown(ours)}, client {_shown(theirs)}"
     return None
 
