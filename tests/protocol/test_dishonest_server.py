@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from helpers import SMALL_ORDER_POINTS, Federation, assert_refuses, config, x25519_ladder
+from helpers import SMALL_ORDER_POINTS, Federation, accuse_falsely, assert_refuses, config, x25519_ladder
 
-from secagg import LocalProtocolError, Round, SecAggConfig
+from secagg import LocalProtocolError, Round, SecAggClient, SecAggConfig
 from secagg.messages import (
     BundleReport,
     ConsistencyRequest,
@@ -23,6 +23,7 @@ from secagg.messages import (
     MaskedInput,
     MaskingRequest,
     PublicKeys,
+    ServerMessage,
     ShareBundles,
     UnmaskingRequest,
     UnmaskingShares,
@@ -223,6 +224,14 @@ def _few_left_after_exclusions(fed: Federation) -> tuple[object, object]:
     return MaskingRequest(VICTIM, frozenset(neighbours(fed)[fed.config.threshold - 2 :])), honest
 
 
+def _few_partners_after_cuts(fed: Federation) -> tuple[object, object]:
+    """Every bundle arrived and nobody is excluded, but the server claims all but t-2 of the
+    pairs were cut (accused by them): it must not mask with so few."""
+    honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
+    assert isinstance(honest, MaskingRequest)
+    return MaskingRequest(VICTIM, frozenset(), frozenset(neighbours(fed)[fed.config.threshold - 2 :])), honest
+
+
 def _few_survivors_to_unmask(fed: Federation) -> tuple[object, object]:
     honest = fed.run_to(Round.UNMASKING)[VICTIM]
     assert isinstance(honest, UnmaskingRequest)
@@ -248,6 +257,8 @@ def _few_survivors_to_sign(fed: Federation) -> tuple[object, object]:
         (HARARY, _few_bundles, Round.REPORT_BUNDLES),
         (HARARY, _few_left_after_exclusions, Round.MASKED_INPUT),
         (SEMI_HONEST, _few_left_after_exclusions, Round.MASKED_INPUT),
+        (HARARY, _few_partners_after_cuts, Round.MASKED_INPUT),
+        (SEMI_HONEST, _few_partners_after_cuts, Round.MASKED_INPUT),
         (HARARY, _few_survivors_to_unmask, Round.UNMASKING),
         (SEMI_HONEST, _few_survivors_to_unmask, Round.UNMASKING),
         (ACTIVE_HARARY, _few_survivors_to_sign, Round.CONSISTENCY_CHECK),
@@ -257,6 +268,8 @@ def _few_survivors_to_sign(fed: Federation) -> tuple[object, object]:
         "share-bundles",
         "exclusions-harary",
         "exclusions-complete",
+        "cuts-harary",
+        "cuts-complete",
         "unmasking-harary",
         "unmasking-complete",
         "consistency-harary",
@@ -271,16 +284,19 @@ def test_fewer_than_t_of_the_neighbourhood_left_is_refused(cfg: object, make: ob
 # -- the share bundles and the report round --------------------------------------------------
 
 
+KEPT_A_CUT_PAIR = "the server kept pairs this client cut by accusing"
+
+
 def assert_accuses(fed: Federation, evil: ShareBundles, sender: int) -> None:
     """The victim takes no share from ``sender``'s bundle: it reports it (``BundleReport``), and
-    then refuses to mask unless the server excludes ``sender``."""
+    then refuses to mask unless the server cuts the pair (or excludes ``sender``)."""
     client = fed.clients[VICTIM]
     report = client.receive(evil)
     assert report == BundleReport(VICTIM, frozenset({sender}))
     assert client.round is Round.MASKED_INPUT
     kept = MaskingRequest(VICTIM, frozenset())
-    honest = MaskingRequest(VICTIM, frozenset({sender}))
-    assert_refuses(client, kept, Round.MASKED_INPUT, honest=honest, reason="kept clients this client accused")
+    honest = MaskingRequest(VICTIM, frozenset(), frozenset({sender}))
+    assert_refuses(client, kept, Round.MASKED_INPUT, honest=honest, reason=KEPT_A_CUT_PAIR)
 
 
 def test_bundle_from_a_client_outside_u1_is_refused() -> None:
@@ -352,10 +368,14 @@ def test_tampered_bundle_is_reported(position: int) -> None:
 
 
 @pytest.mark.parametrize("cfg", [SEMI_HONEST, ACTIVE], ids=["semi-honest", "active"])
-def test_a_tampered_bundle_costs_the_round_its_sender_and_reveals_nothing_of_it(cfg: SecAggConfig) -> None:
+def test_a_tampered_bundle_cuts_that_pair_and_the_victim_reveals_nothing_of_its_sender(
+    cfg: SecAggConfig,
+) -> None:
     """The server tampers with client 3's bundle to the victim, hoping the victim takes a share of
-    its choosing or that the round aborts: the victim reports 3, the honest server part excludes
-    3, and the round completes exactly without 3, whose shares nobody reveals."""
+    its choosing or that the round aborts: the victim reports 3, the honest server part cuts the
+    pair (3 and the victim never mask with each other; both stay), and the round completes
+    exactly with both in the sum. The victim holds no share of 3 and reveals none; 3's other
+    neighbours still reveal theirs (3 survived: its b is rebuilt without the victim)."""
     fed = Federation(cfg)
     requests = fed.run_to(Round.REPORT_BUNDLES)
     honest = requests[VICTIM]
@@ -365,19 +385,27 @@ def test_a_tampered_bundle_costs_the_round_its_sender_and_reveals_nothing_of_it(
     fed.requests = {**requests, VICTIM: ShareBundles(VICTIM, {**honest.ciphertexts, 3: bytes(bundle)})}
     fed.step()
     assert fed.server.accusations == {3: frozenset({VICTIM})}
+    assert fed.server.dropped == {}
+    assert fed.requests[VICTIM] == MaskingRequest(VICTIM, frozenset(), frozenset({3}))
+    assert fed.requests[3] == MaskingRequest(3, frozenset(), frozenset({VICTIM}))
+    assert all(fed.requests[u] == MaskingRequest(u) for u in fed.requests if u not in (VICTIM, 3))
     fed.finish()
     fed.assert_exact()
-    assert fed.server.survivors == frozenset(range(1, cfg.num_clients + 1)) - {3}
-    assert not fed.aborted and all(3 not in owners for owners in fed.revealed().values())
+    assert fed.server.survivors == frozenset(range(1, cfg.num_clients + 1))
+    assert not fed.aborted
+    revealed = fed.revealed()
+    assert 3 not in revealed[VICTIM]
+    assert all(3 in owners for u, owners in revealed.items() if u != VICTIM)
 
 
 NOT_A_SENDER = ["itself", "unknown id", "non-neighbour", "neighbour outside U2"]
 
 
+@pytest.mark.parametrize("field", ["excluded", "unpaired"])
 @pytest.mark.parametrize("who", NOT_A_SENDER)
-def test_masking_request_excluding_a_client_that_sent_no_bundle_is_refused(who: str) -> None:
-    """The server may only exclude senders (an accusation is about a bundle); naming anyone else
-    is a lie about the round, which the client refuses."""
+def test_masking_request_excluding_a_client_that_sent_no_bundle_is_refused(who: str, field: str) -> None:
+    """The server may only exclude or unpair senders (an accusation is about a bundle); naming
+    anyone else is a lie about the round, which the client refuses."""
     probe = Federation(HARARY)
     gone = neighbours(probe)[0]
     fed = Federation(HARARY)
@@ -386,7 +414,7 @@ def test_masking_request_excluding_a_client_that_sent_no_bundle_is_refused(who: 
     honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
     assert isinstance(honest, MaskingRequest) and honest.excluded == frozenset()
     names = {"itself": VICTIM, "unknown id": 10, "non-neighbour": stranger(fed), "neighbour outside U2": gone}
-    evil = MaskingRequest(VICTIM, frozenset({names[who]}))
+    evil = dataclasses.replace(honest, **{field: frozenset({names[who]})})
     client = fed.clients[VICTIM]
     assert_refuses(client, evil, Round.MASKED_INPUT, honest=honest, reason="sent this client no bundle")
 
@@ -399,12 +427,35 @@ def test_masking_request_ignoring_one_of_several_accusations_is_refused() -> Non
     evil = ShareBundles(VICTIM, {**honest.ciphertexts, 2: junk(88), 4: junk(88)})
     client = fed.clients[VICTIM]
     assert client.receive(evil) == BundleReport(VICTIM, frozenset({2, 4}))
+    # Each accusation must be excluded or unpaired, in any mix; 5 may be excluded or unpaired
+    # (someone else's accusation), but that does not stand in for 4.
+    for accepted in (
+        MaskingRequest(VICTIM, frozenset(), frozenset({2, 4})),
+        MaskingRequest(VICTIM, frozenset({2}), frozenset({4})),
+        MaskingRequest(VICTIM, frozenset({2, 4})),
+    ):
+        probe = Federation(SEMI_HONEST)
+        probe.run_to(Round.REPORT_BUNDLES)
+        probe.clients[VICTIM].receive(evil)
+        assert isinstance(probe.clients[VICTIM].receive(accepted), MaskedInput)
+    for kept_4 in (
+        MaskingRequest(VICTIM, frozenset({2, 5})),
+        MaskingRequest(VICTIM, frozenset({5}), frozenset({2})),
+        MaskingRequest(VICTIM, frozenset(), frozenset({2, 5})),
+    ):
+        probe = Federation(SEMI_HONEST)
+        probe.run_to(Round.REPORT_BUNDLES)
+        probe.clients[VICTIM].receive(evil)
+        honest = MaskingRequest(VICTIM, frozenset(), frozenset({2, 4}))
+        assert_refuses(
+            probe.clients[VICTIM], kept_4, Round.MASKED_INPUT, honest=honest, reason=f"{KEPT_A_CUT_PAIR}: [4]"
+        )
     assert_refuses(
         client,
-        MaskingRequest(VICTIM, frozenset({2, 5})),  # 5 may be excluded (someone else's accusation)
+        MaskingRequest(VICTIM, frozenset({2, 5})),
         Round.MASKED_INPUT,
-        honest=MaskingRequest(VICTIM, frozenset({2, 4})),
-        reason="kept clients this client accused: [4]",
+        honest=MaskingRequest(VICTIM, frozenset(), frozenset({2, 4})),
+        reason=f"{KEPT_A_CUT_PAIR}: [4]",
     )
 
 
@@ -434,6 +485,75 @@ def test_an_excluded_client_is_not_masked_with_and_its_shares_never_revealed() -
     answer = client.receive(honest)
     assert isinstance(answer, UnmaskingShares)
     assert set(answer.self_mask_shares) == {1, 2, 4, 5} and not answer.secret_key_shares
+
+
+def test_an_accused_client_is_never_revealed_by_its_accuser() -> None:
+    """The victim reported client 3 (its bundle was tampered with) and the pair was cut: the
+    victim holds no share of 3, and no later request gets one out of it, as survivor or as
+    dropped; the honest request leaves 3 out of what it reveals."""
+    honest = UnmaskingRequest(VICTIM, frozenset({1, 2, 4, 5}), frozenset())
+
+    def victim_after_the_cut() -> SecAggClient:
+        fed = Federation(SEMI_HONEST)
+        bundles = fed.run_to(Round.REPORT_BUNDLES)[VICTIM]
+        assert isinstance(bundles, ShareBundles)
+        tampered = bytearray(bundles.ciphertexts[3])
+        tampered[0] ^= 1
+        client = fed.clients[VICTIM]
+        assert client.receive(
+            ShareBundles(VICTIM, {**bundles.ciphertexts, 3: bytes(tampered)})
+        ) == BundleReport(VICTIM, frozenset({3}))
+        assert isinstance(client.receive(MaskingRequest(VICTIM, frozenset(), frozenset({3}))), MaskedInput)
+        return client
+
+    for evil, reason in (
+        (UnmaskingRequest(VICTIM, frozenset({1, 2, 3, 4, 5}), frozenset()), "not neighbours in U2"),
+        (UnmaskingRequest(VICTIM, frozenset({1, 2, 4, 5}), frozenset({3})), "not neighbours in U2"),
+    ):
+        assert_refuses(victim_after_the_cut(), evil, Round.UNMASKING, honest=honest, reason=reason)
+    answer = victim_after_the_cut().receive(honest)
+    assert isinstance(answer, UnmaskingShares)
+    assert set(answer.self_mask_shares) == {1, 2, 4, 5} and not answer.secret_key_shares
+
+
+def _accused_by_2() -> tuple[Federation, ServerMessage]:
+    """Client 2 falsely accuses the victim: their pair is cut, the victim still holds 2's shares."""
+    fed = Federation(SEMI_HONEST)
+    fed.run_to(Round.REPORT_BUNDLES)
+    accuse_falsely(fed, 2, {VICTIM})
+    fed.step()
+    assert fed.requests[VICTIM] == MaskingRequest(VICTIM, frozenset(), frozenset({2}))
+    honest = fed.run_to(Round.UNMASKING)[VICTIM]
+    assert honest == UnmaskingRequest(VICTIM, frozenset(range(1, 6)), frozenset())
+    return fed, honest
+
+
+def test_survivors_are_counted_among_the_clients_it_masked_with() -> None:
+    """Complete n=5, t=3; the pair (victim, 2) was cut by 2's accusation. The server claims 4 and
+    5 dropped, to rebuild their s_SK and strip their masks from the victim's input: U3 would
+    still hold 3 of its closed neighbourhood (1, 2, 3), but only 2 of the clients it masked
+    with (itself and 3), fewer than t, so it refuses. With only 5 claimed dropped, 3 remain."""
+    fed, honest = _accused_by_2()
+    evil = UnmaskingRequest(VICTIM, frozenset({1, 2, 3}), frozenset({4, 5}))
+    assert_refuses(fed.clients[VICTIM], evil, Round.UNMASKING, honest=honest, reason="masked with in U3")
+    fed, _ = _accused_by_2()
+    fair = UnmaskingRequest(VICTIM, frozenset({1, 2, 3, 4}), frozenset({5}))
+    answer = fed.clients[VICTIM].receive(fair)
+    assert isinstance(answer, UnmaskingShares) and set(answer.self_mask_shares) == {1, 2, 3, 4}
+
+
+def test_survivors_to_sign_are_counted_among_the_clients_it_masked_with() -> None:
+    """Active complete n=7, t=5; client 2 cut its pair with the victim. A U3 of 5 that leaves out
+    6 and 7 holds 5 of the victim's closed neighbourhood but only 4 it masked with: refused."""
+    fed = Federation(ACTIVE)
+    fed.run_to(Round.REPORT_BUNDLES)
+    accuse_falsely(fed, 2, {VICTIM})
+    honest = fed.run_to(Round.CONSISTENCY_CHECK)[VICTIM]
+    assert honest == ConsistencyRequest(VICTIM, frozenset(range(1, 8)))
+    evil = ConsistencyRequest(VICTIM, frozenset({1, 2, 3, 4, 5}))
+    assert_refuses(
+        fed.clients[VICTIM], evil, Round.CONSISTENCY_CHECK, honest=honest, reason="masked with in U3"
+    )
 
 
 # -- round 3 (active mode): the consistency request ----------------------------------------------
