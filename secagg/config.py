@@ -169,7 +169,15 @@ class SecAggConfig:
             if k is None or not _is_int(k) or k < 2 or k % 2 or k >= n:
                 raise ValueError(f"the harary graph needs an even degree k with 2 <= k < n={n}, got {k!r}")
         if self.threshold is None:
-            object.__setattr__(self, "threshold", self.minimum_safe_threshold())
+            low = self.minimum_safe_threshold()
+            if self.graph == "harary" and low > self.neighbourhood_size:
+                raise ValueError(
+                    f"degree k={self.degree} is too small for gamma={self.collusion_fraction:.4g} of "
+                    f"n={n} colluding: the smallest safe threshold, t={low}, exceeds the neighbourhood "
+                    f"of {self.neighbourhood_size}. "
+                    + _suggestion(n, self.collusion_fraction, self.dropout_fraction, self.security_mode.value)
+                )
+            object.__setattr__(self, "threshold", low)
         self._check_threshold()
 
     def _use_finder(self) -> None:

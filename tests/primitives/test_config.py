@@ -324,3 +324,11 @@ def test_complete_graph_degree_none_and_n_minus_1_are_the_same_round() -> None:
     a = SecAggConfig(5, 3, 4, degree=None)
     b = SecAggConfig(5, 3, 4, degree=4)
     assert a.canonical_bytes() == b.canonical_bytes()
+
+
+def test_a_harary_degree_too_small_for_any_threshold_says_so_and_suggests_one() -> None:
+    with pytest.raises(
+        ValueError, match=r"degree k=10 is too small .* t=12, exceeds the neighbourhood of 11"
+    ) as info:
+        SecAggConfig(1000, vector_length=3, graph="harary", degree=10)
+    assert "find_parameters(1000" in str(info.value) and "k=106, t=75" in str(info.value)
