@@ -418,15 +418,16 @@ def _outcome(summary: ClientSummary) -> int:
     return fail(f"secagg-client {summary.client_id}", f"completed no round ({what})", EXIT_NO_ROUND)
 
 
-def client_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``secagg-client``."""
+def client_main(argv: Sequence[str] | None = None, app: App | None = None) -> int:
+    """Entry point of ``secagg-client``; ``app``: the app already loaded (the demo's forked
+    clients inherit it) instead of the one ``--app``/``--task`` names."""
     args = client_parser().parse_args(argv)
     _setup_logging(args.log_level)
     prog = "secagg-client"
     if args.init_identity:
         return _init_identity(prog, args.init_identity, args.id)
     try:
-        client = make_client(args)
+        client = make_client(args, app)
     except UsageError as exc:
         return fail(prog, str(exc))
     if isinstance(client.trainer, LearnerTrainer):

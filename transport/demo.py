@@ -630,7 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo = Demo(args, workdir, app, temporary=not args.workdir)
             if not args.in_process and not args.cold_start and warm.ForkServer.available():
                 demo.warm_up()
-                demo.fork_server = warm.ForkServer(client_main)
+                # Forked clients inherit the loaded app (and its data) instead of loading it again.
+                demo.fork_server = warm.ForkServer(lambda argv: client_main(argv, app))
                 stack.callback(demo.fork_server.close)
             try:
                 return asyncio.run(demo.run())
