@@ -417,7 +417,11 @@ class FederationClient:
         update = await asyncio.to_thread(self.trainer.train, parameters, settings, frame.round)
         if self.on_update is not None:
             self.on_update(frame.round, update)
-        vector = encode_weighted_update(update.update, update.num_examples, start.quantization, self._rng)
+        # Quantizing a large model takes seconds: off the loop, which keeps answering pings (with
+        # many clients in one process, the others' too).
+        vector = await asyncio.to_thread(
+            encode_weighted_update, update.update, update.num_examples, start.quantization, self._rng
+        )
         if start.settings.get(INSECURE_PLAINTEXT) is True:  # accepted by check_round_start
             # INSECURE debugging mode: the encoded update goes to the server unmasked.
             upload = MaskedInput(local_id, vector)
