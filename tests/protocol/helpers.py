@@ -340,7 +340,7 @@ def reference_round(
         live -= out
     excluded = u2 - members
     if len(live) < t:
-        return abort("report_bundles")
+        return dataclasses.replace(abort("report_bundles"), excluded=excluded)
     model = Outcome(
         False,
         frozenset(),

@@ -28,6 +28,7 @@ from helpers import (
     deal_wrong_shares,
     forge,
     open_bundle,
+    reference_round,
     seal_bundle,
     shifted,
     swap,
@@ -1362,4 +1363,15 @@ def test_bad_messages_from_clients_never_crash_the_server_nor_corrupt_the_sum(
         assert fed.server.result is None and fed.server.round is Round.ABORTED
     else:
         fed.assert_exact()
-    assert {u: d.round for u, d in fed.server.dropped.items()} == misbehaved
+    dropped = {u: d.round for u, d in fed.server.dropped.items()}
+    assert {u: r for u, r in dropped.items() if u in misbehaved} == misbehaved
+    # A client dropped before the report round can leave an honest neighbour with fewer than t
+    # holders of its shares: that one is excluded (no accusation), as the model says.
+    assert fed.server.accusations == {}
+    silent: dict[str, set[int]] = {}
+    for u, at in misbehaved.items():
+        silent.setdefault(at.value, set()).add(u)
+    expected = reference_round(cfg, fed.setup.graph, silent)
+    assert {u: r for u, r in dropped.items() if u not in misbehaved} == dict.fromkeys(
+        expected.excluded - set(misbehaved), Round.REPORT_BUNDLES
+    )
