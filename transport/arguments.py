@@ -167,6 +167,18 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr", type=positive_float, default=0.1, help="local learning rate (default: %(default)s)"
     )
     group.add_argument(
+        "--lr-decay",
+        type=positive_float,
+        default=1.0,
+        help="client learning rate of round r: lr * lr_decay**(r-1), in (0, 1] (default: %(default)s)",
+    )
+    group.add_argument(
+        "--proximal-mu",
+        type=float,
+        default=0.0,
+        help="FedProx mu: clients minimise f(w) + mu/2 ||w - w_global||^2 (default: %(default)s)",
+    )
+    group.add_argument(
         "--server-lr", type=positive_float, default=1.0, help="server learning rate (default: %(default)s)"
     )
     group = parser.add_argument_group("cohorts (default: every connected client in every round)")
@@ -212,7 +224,13 @@ def federation_settings(args: argparse.Namespace) -> FederationSettings:
             mode=args.mode,
             clip=args.clip,
             max_weight=args.max_weight,
-            training=TrainingSettings(args.epochs, args.batch_size or None, args.lr),
+            training=TrainingSettings(
+                args.epochs,
+                args.batch_size or None,
+                args.lr,
+                proximal_mu=args.proximal_mu,
+                learning_rate_decay=args.lr_decay,
+            ),
             server_learning_rate=args.server_lr,
             phase_timeout=args.phase_timeout,
             train_timeout=args.train_timeout,

@@ -4,6 +4,7 @@ epochs, a time budget) shapes its local training; the weight stays the capped ex
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 
@@ -12,6 +13,7 @@ import pytest
 from federation_helpers import ZeroModel, run_federation
 
 from fedavg_core import ClientUpdate, Dataset, LogisticRegression
+from transport.arguments import UsageError, add_federation_arguments, add_task_arguments, federation_settings
 from transport.server import FederationSettings
 from transport.tasks import LearnerTrainer, LocalBudget, TrainingSettings
 
@@ -128,3 +130,16 @@ def test_local_budgets_are_checked() -> None:
     for bad in ({"epochs": 0}, {"epochs": True}, {"seconds": 0}, {"seconds": -1.0}):
         with pytest.raises(ValueError, match="local"):
             LocalBudget(**bad)
+
+
+def test_the_server_command_line_sets_the_schedule_and_mu() -> None:
+    parser = argparse.ArgumentParser()
+    add_task_arguments(parser)
+    add_federation_arguments(parser)
+    args = parser.parse_args(["--lr", "0.2", "--lr-decay", "0.5", "--proximal-mu", "0.01"])
+    training = federation_settings(args).training
+    assert (training.proximal_mu, training.learning_rate_decay) == (0.01, 0.5)
+    assert training.for_round(3).learning_rate == pytest.approx(0.05)
+    for bad in (["--proximal-mu", "-1"], ["--lr-decay", "2"]):
+        with pytest.raises(UsageError, match=r"proximal_mu|learning_rate_decay"):
+            federation_settings(parser.parse_args(bad))
