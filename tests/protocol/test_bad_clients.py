@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from functools import cache
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,11 +119,12 @@ def clean_result(cfg: SecAggConfig) -> tuple[int, ...]:
 
 def _vec(reply: ClientMessage) -> np.ndarray:
     assert isinstance(reply, MaskedInput)
-    return reply.vector
+    vector: np.ndarray = reply.vector
+    return vector
 
 
 def _with(vector: np.ndarray, index: int, value: int) -> np.ndarray:
-    out = vector.copy()
+    out: np.ndarray = vector.copy()
     out[index] = value
     return out
 
@@ -160,7 +162,7 @@ def test_malformed_masked_input_drops_only_its_sender(case: str) -> None:
     [(2**61 - 1, np.int64), (2**61 - 1, np.dtype(">u8")), (2**31 - 1, np.int32), (2**16 - 15, np.uint16)],
     ids=["int64", "big-endian-uint64", "int32", "uint16"],
 )
-def test_masked_input_in_another_integer_dtype_is_never_summed_wrongly(modulus: int, dtype: object) -> None:
+def test_masked_input_in_another_integer_dtype_is_never_summed_wrongly(modulus: int, dtype: Any) -> None:
     """In-range values in another integer dtype are the same field elements: the server may
     refuse them (with a reason) or add them, but exactly (numpy adds int64 to uint64 through
     float64, which rounds values above 2**53: the int64 case with a 61-bit prime catches that)."""
@@ -379,7 +381,7 @@ def _stranger(fed: Federation) -> int:
 
 
 # (federation, a neighbour of BAD that is not in U1, BAD's ciphertexts) -> edit them in place
-RECIPIENT_CASES: dict[str, Callable[[Federation, int, dict[int, bytes]], None]] = {
+RECIPIENT_CASES: dict[str, Callable[[Federation, int, dict[int, bytes]], object]] = {
     "missing a neighbour": lambda fed, gone, c: c.pop(min(c)),
     "none at all": lambda fed, gone, c: c.clear(),
     "extra: a non-neighbour": lambda fed, gone, c: c.update({_stranger(fed): _junk_bundle()}),
@@ -669,7 +671,7 @@ def _unmasking_with_a_dropout() -> Federation:
 
 
 def _shares(
-    change: Callable[[dict[int, bytes], dict[int, bytes]], None],
+    change: Callable[[dict[int, bytes], dict[int, bytes]], object],
 ) -> Callable[[ClientMessage], object]:
     def edit(reply: ClientMessage) -> object:
         assert isinstance(reply, UnmaskingShares)
@@ -681,6 +683,11 @@ def _shares(
     return edit
 
 
+def _clear(*maps: dict[int, bytes]) -> None:
+    for m in maps:
+        m.clear()
+
+
 SHARE_SET_CASES = {
     "missing a b share": _shares(lambda b, sk: b.pop(3)),
     "missing its own b share": _shares(lambda b, sk: b.pop(BAD)),
@@ -688,7 +695,7 @@ SHARE_SET_CASES = {
     "b share of the dropped client instead of s_SK": _shares(lambda b, sk: b.update({5: sk.pop(5)})),
     "s_SK share of a survivor instead of b": _shares(lambda b, sk: sk.update({3: b.pop(3)})),
     "extra share for an unknown id": _shares(lambda b, sk: b.update({9: bytes(32)})),
-    "nothing at all": _shares(lambda b, sk: (b.clear(), sk.clear())),
+    "nothing at all": _shares(lambda b, sk: _clear(b, sk)),
 }
 
 
@@ -875,15 +882,16 @@ def test_a_client_excluded_for_lack_of_neighbours_is_not_named_as_misbehaving() 
 # -- round 0: bad advertised keys ----------------------------------------------------------------
 
 
+def _low_order(which: str, point: bytes) -> Callable[[Federation, AdvertiseKeys], tuple[bytes, bytes]]:
+    def keys(fed: Federation, adv: AdvertiseKeys) -> tuple[bytes, bytes]:
+        return (point, adv.s_pk) if which == "c_pk" else (adv.c_pk, point)
+
+    return keys
+
+
 KEY_CASES: dict[str, Callable[[Federation, AdvertiseKeys], tuple[bytes, bytes]]] = {
-    **{
-        f"low-order c_pk: {name}": (lambda fed, adv, p=point: (p, adv.s_pk))
-        for name, point in SMALL_ORDER_POINTS.items()
-    },
-    **{
-        f"low-order s_pk: {name}": (lambda fed, adv, p=point: (adv.c_pk, p))
-        for name, point in SMALL_ORDER_POINTS.items()
-    },
+    **{f"low-order c_pk: {name}": _low_order("c_pk", point) for name, point in SMALL_ORDER_POINTS.items()},
+    **{f"low-order s_pk: {name}": _low_order("s_pk", point) for name, point in SMALL_ORDER_POINTS.items()},
     "c_pk == s_pk": lambda fed, adv: (adv.c_pk, adv.c_pk),
     "c_pk of client 1": lambda fed, adv: (fed.sent[Round.ADVERTISE_KEYS][1].c_pk, adv.s_pk),  # type: ignore[union-attr]
     "s_pk of client 1": lambda fed, adv: (adv.c_pk, fed.sent[Round.ADVERTISE_KEYS][1].s_pk),  # type: ignore[union-attr]
@@ -918,7 +926,12 @@ def test_bad_advertised_keys_drop_their_sender(case: str) -> None:
 
 def test_signature_in_the_semi_honest_mode_drops_its_sender() -> None:
     fed = Federation(SEMI_HONEST)
-    fed.step(replace_reply(BAD, lambda reply: dataclasses.replace(reply, signature=bytes(64))))
+
+    def signed(reply: ClientMessage) -> object:
+        assert isinstance(reply, AdvertiseKeys)
+        return dataclasses.replace(reply, signature=bytes(64))
+
+    fed.step(replace_reply(BAD, signed))
     assert_dropped(fed, BAD, Round.ADVERTISE_KEYS, "semi-honest")
     finish_exact(fed)
 
@@ -950,6 +963,12 @@ def test_bad_advertise_signature_drops_its_sender_in_the_active_mode(case: str) 
     finish_exact(fed)
 
 
+def _consistency_signature(fed: Federation, u: int) -> bytes:
+    reply = fed.sent[Round.CONSISTENCY_CHECK][u]
+    assert isinstance(reply, ConsistencySignature)
+    return reply.signature
+
+
 CONSISTENCY_SIGNATURES: dict[str, Callable[[Federation], bytes]] = {
     "over another set": lambda fed: signatures.sign(
         fed.identities[BAD], signatures.consistency_payload(fed.setup.session_id, fed.server.u3 - {7})
@@ -957,7 +976,7 @@ CONSISTENCY_SIGNATURES: dict[str, Callable[[Federation], bytes]] = {
     "for another session": lambda fed: signatures.sign(
         fed.identities[BAD], signatures.consistency_payload(bytes(32), fed.server.u3)
     ),
-    "another client's signature": lambda fed: fed.sent[Round.CONSISTENCY_CHECK][3].signature,  # type: ignore[union-attr]
+    "another client's signature": lambda fed: _consistency_signature(fed, 3),
     "random bytes": lambda fed: seeded_random_bytes(0, "sig")(64),
 }
 

@@ -414,7 +414,10 @@ def test_masking_request_excluding_a_client_that_sent_no_bundle_is_refused(who: 
     honest = fed.run_to(Round.MASKED_INPUT)[VICTIM]
     assert isinstance(honest, MaskingRequest) and honest.excluded == frozenset()
     names = {"itself": VICTIM, "unknown id": 10, "non-neighbour": stranger(fed), "neighbour outside U2": gone}
-    evil = dataclasses.replace(honest, **{field: frozenset({names[who]})})
+    named = frozenset({names[who]})
+    evil = (
+        MaskingRequest(VICTIM, named) if field == "excluded" else MaskingRequest(VICTIM, frozenset(), named)
+    )
     client = fed.clients[VICTIM]
     assert_refuses(client, evil, Round.MASKED_INPUT, honest=honest, reason="sent this client no bundle")
 
