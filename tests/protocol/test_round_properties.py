@@ -1,11 +1,14 @@
 """Property: for any n, t, graph, mode, inputs and dropout at any round, the secure sum equals
 numpy's sum of the inputs of exactly the clients in U3, or the round aborts, and it aborts
-exactly when a reference model of the rules says fewer than t remain somewhere.
+exactly when a reference model of the rules (``helpers.reference_round``, written from the
+rules, not from the code) says fewer than t remain somewhere.
 
-With malicious clients (up to floor(gamma*n) of them, in configs whose gamma admits them):
-garbage share bundles, wrong shares dealt in round 1 or revealed in the unmasking round, and
-false accusations. Every round ends with the exact sum over U3 or a clean ``AbortedError``
-naming the culprit; never a wrong sum, and no share of an excluded client is ever revealed.
+With malicious clients (up to floor(gamma*n) of them, in configs whose gamma admits them, or any
+coalition of at most k + 1 - t): garbage share bundles, wrong shares dealt in round 1 or revealed
+in the unmasking round, and false accusations. An accusation cuts one pair; exclusions are what
+the model says, never of an honest client. Every round ends with the exact sum over U3 or a clean
+``AbortedError`` naming the culprit; never a wrong sum, no share of an excluded client is ever
+revealed, nor a share of an accused client by its accuser.
 """
 
 from __future__ import annotations
