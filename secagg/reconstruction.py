@@ -18,13 +18,19 @@ from .primitives import shamir
 
 @dataclass(frozen=True)
 class Reconstructed:
-    """A secret that passed its check, and the holders whose share the decoder found wrong.
+    """A secret that passed its check, and who is to blame for the shares off its polynomial.
 
-    Shares are examined only as far as needed: when the lowest t are right, none is named.
+    Shares are examined only as far as needed: when the lowest t are right, nobody is named.
+    Otherwise every received share is checked against the decoded polynomial: if the shares off
+    it are few enough that the others outvote them (at most (N - t) / 2), their holders are named
+    in ``wrong_holders`` (each, or its dealer, lied: they cannot be told apart); if more are off,
+    the dealer shared on more than one polynomial and ``dealer_inconsistent`` is set instead, so
+    a dealer cannot frame honest holders by giving them a second consistent polynomial.
     """
 
     secret: bytes
     wrong_holders: frozenset[int]
+    dealer_inconsistent: bool = False
 
 
 def reconstruct_checked(
@@ -45,9 +51,14 @@ def reconstruct_checked(
     errors = 1
     while errors <= most:
         subset = {x: shares[x] for x in holders[: threshold + 2 * errors]}
-        decoded = shamir.decode_with_errors(subset, threshold, errors)
-        if decoded is not None and is_secret(decoded[0]):
-            return Reconstructed(decoded[0], decoded[1])
+        decoded = shamir.decode_polynomial(subset, threshold, errors)
+        if decoded is not None:
+            secret = shamir.encode_element(decoded[0][0])
+            if is_secret(secret):
+                off = frozenset(x for x in holders if not shamir.share_agrees(decoded[0], x, shares[x]))
+                if len(off) <= most:
+                    return Reconstructed(secret, off)
+                return Reconstructed(secret, frozenset(), dealer_inconsistent=True)
         if errors == most:
             break
         errors = min(2 * errors, most)

@@ -83,8 +83,9 @@ class SecAggServer:
         self.accusations: dict[int, frozenset[int]] = {}
         # Holders whose round-4 share the decoder found wrong -> the clients whose secret it was.
         self.wrong_shares: dict[int, set[int]] = {}
-        # Clients whose secret no decoding of their shares could open (the round then aborted).
-        self.unrecoverable: dict[int, str] = {}
+        # Clients whose shares were inconsistent: no decoding opened their secret (the round then
+        # aborted), or they dealt on more than one polynomial (decoded around all the same).
+        self.bad_dealers: dict[int, str] = {}
         self.result: FieldVector | None = None
         self.abort_reason: AbortedError | None = None
         self.closed_rounds: dict[Round, frozenset[int]] = {}  # round -> clients accepted in it
@@ -103,6 +104,7 @@ class SecAggServer:
         self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
         self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
         self._accused_by: dict[int, frozenset[int]] = {}  # reporter -> whom it accused
+        self._innocent: set[int] = set()  # excluded only because too many others dropped out
         # Round 4: owner -> {holder: share}, every share of each b_u and s_v^SK received (more
         # than t let the server decode around wrong ones).
         self._b_shares: dict[int, dict[int, bytes]] = {}
@@ -134,13 +136,14 @@ class SecAggServer:
         """Clients caught breaking the protocol this round, with why: dropped for a bad message,
         excluded on a share-bundle accusation, or holding a share the decoder found wrong.
 
-        Also clients whose secret could not be reconstructed (the round aborted naming them).
+        Also clients whose shares were inconsistent (``bad_dealers``). Not named: clients excluded
+        only because too many of their neighbours dropped out.
         A caller may keep repeat offenders out of later rounds. An accusation or a wrong share
         names a suspect, not proof: a false accuser can get one honest neighbour excluded per
         accusation, and a wrong share is either the holder's lie or its dealer's (README).
         """
-        out = {u: drop.reason for u, drop in self.dropped.items()}
-        out.update(self.unrecoverable)
+        out = {u: drop.reason for u, drop in self.dropped.items() if u not in self._innocent}
+        out.update(self.bad_dealers)
         for holder, owners in self.wrong_shares.items():
             out.setdefault(
                 holder, f"sent shares inconsistent with the commitments of clients {sorted(owners)[:5]}"
@@ -336,15 +339,24 @@ class SecAggServer:
             changed = False
             for v in sorted(members):
                 holders = (self.graph.neighbours(v) & members) - accusers.get(v, set())
+                accused_it = sorted(accusers.get(v, ()))
                 if len(holders) + 1 < t:  # v holds one of its own shares
-                    reasons[v] = (
-                        f"excluded: its share bundles failed to open for clients "
-                        f"{sorted(accusers.get(v, ()))[:5]}, so fewer than t={t} hold its shares"
-                    )
+                    if accused_it:
+                        reasons[v] = (
+                            f"excluded: its share bundles failed to open for clients {accused_it[:5]}, "
+                            f"so fewer than t={t} hold its shares"
+                        )
+                    else:
+                        reasons[v] = (
+                            f"excluded: fewer than t={t} of its neighbours are left to hold its shares"
+                        )
+                        self._innocent.add(v)
                 elif v in live and len(self._partners(v, members)) + 1 < t:
-                    reasons[v] = (
-                        f"excluded: fewer than t-1={t - 1} neighbours left to mask with after cut pairs"
-                    )
+                    reasons[v] = f"excluded: fewer than t-1={t - 1} neighbours left to mask with"
+                    if accused_it or accused_by.get(v):
+                        reasons[v] += " after the pairs cut by accusations"
+                    else:
+                        self._innocent.add(v)
                 else:
                     continue
                 members.discard(v)
@@ -462,7 +474,7 @@ class SecAggServer:
             self._abort(f"only {len(shares)} shares of the {what}, threshold is {t}")
         found = reconstruct_checked(shares, t, is_secret)
         if found is None:
-            self.unrecoverable[owner] = f"the {what} could not be reconstructed from its shares"
+            self.bad_dealers[owner] = f"the {what} could not be reconstructed from its shares"
             self._abort(
                 f"the {what} cannot be reconstructed: its {len(shares)} shares do not decode to the "
                 f"value it committed to in round 0 (client {owner} shared inconsistently, or more "
@@ -470,6 +482,8 @@ class SecAggServer:
             )
         for holder in found.wrong_holders:
             self.wrong_shares.setdefault(holder, set()).add(owner)
+        if found.dealer_inconsistent:
+            self.bad_dealers.setdefault(owner, f"dealt the shares of its {what} on more than one polynomial")
         return found.secret
 
     def _drop(self, sender: int, reason: str) -> None:

@@ -173,6 +173,23 @@ def decode_with_errors(
     every share; then f = Q / E. Needs ``len(shares) >= threshold + 2 * max_errors``. Returns the
     secret and the holders whose share disagrees with f, or None when no such f exists.
     """
+    decoded = decode_polynomial(shares, threshold, max_errors)
+    if decoded is None:
+        return None
+    f, wrong = decoded
+    return encode_element(f[0] % PRIME), wrong
+
+
+def share_agrees(coefficients: list[int], holder: int, share: bytes) -> bool:
+    """True when ``share`` is the polynomial's value at ``holder``."""
+    return _evaluate(coefficients, holder) == decode_element(share)
+
+
+def decode_polynomial(
+    shares: Mapping[int, bytes], threshold: int, max_errors: int
+) -> tuple[list[int], frozenset[int]] | None:
+    """``decode_with_errors``, returning the polynomial's coefficients (lowest first) instead of
+    its secret, so a caller can check shares the decoder did not use."""
     e = max_errors
     if e < 0 or len(shares) < threshold + 2 * e:
         raise ValueError(f"{len(shares)} shares cannot correct {e} errors at threshold {threshold}")
@@ -193,4 +210,4 @@ def decode_with_errors(
     wrong = frozenset(x for x, y in points if _evaluate(f, x) != y)
     if len(wrong) > e:
         return None
-    return encode_element(f[0] % PRIME), wrong
+    return f[:threshold], wrong
