@@ -46,7 +46,7 @@ from .primitives.key_agreement import (
 from .reconstruction import reconstruct_checked
 from .session import RoundSetup
 from .state import SERVER_EXPECTS, Round, next_round
-from .unmasking import DroppedClient, remove_masks
+from .unmasking import DroppedClient, JobExecutor, remove_masks
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,16 @@ class Rejection:
 class SecAggServer:
     """The server of one round. See the module docstring for the contract."""
 
-    def __init__(self, setup: RoundSetup, *, workers: int | None = None) -> None:
+    def __init__(
+        self, setup: RoundSetup, *, workers: int | None = None, executor: JobExecutor | None = None
+    ) -> None:
         """``workers``: processes for the final mask removal; None picks all cores when the job
-        is large and there are at least two, 1 keeps everything in this process."""
+        is large and there are at least two, 1 keeps everything in this process. ``executor``:
+        where mask removal runs instead (anything with ``map``, e.g. a process pool the caller
+        keeps, or ``transport.ray_executor.RayExecutor``); the caller owns and shuts it down."""
         self.setup = setup
         self.workers = workers
+        self.executor = executor
         self.config = setup.config
         self.graph = setup.graph
         self.round = Round.ADVERTISE_KEYS
@@ -442,7 +447,13 @@ class SecAggServer:
         total = self._sum.value()
         self._sum = None
         self.result = remove_masks(
-            total, self.config.modulus, self.setup.session_id, self_mask_seeds, dropped, self.workers
+            total,
+            self.config.modulus,
+            self.setup.session_id,
+            self_mask_seeds,
+            dropped,
+            self.workers,
+            self.executor,
         )
         return {}
 

@@ -24,6 +24,7 @@ from .primitives.field import FieldVector
 from .server import Drop, SecAggServer
 from .session import NONCE_SIZE, RoundSetup
 from .state import PROTOCOL_ROUNDS, Round
+from .unmasking import JobExecutor
 
 ROUND_NAMES = tuple(r.value for r in PROTOCOL_ROUNDS)
 
@@ -81,6 +82,7 @@ def simulate(
     observer: Callable[[object], None] | None = None,
     timer: Callable[[], float] | None = None,
     workers: int | None = None,
+    executor: JobExecutor | None = None,
 ) -> SimulationResult:
     """Run one round in memory and return the unmasked sum.
 
@@ -93,6 +95,7 @@ def simulate(
         timer: a clock (e.g. ``time.perf_counter``) to time each party's work per round.
         workers: processes for the server's final mask removal (None: automatic, see
             ``secagg.unmasking.default_workers``; 1: in this process).
+        executor: where the server's mask removal runs (see ``SecAggServer``).
 
     Raises:
         AbortedError: the server could not complete the round (fewer than t left).
@@ -114,7 +117,7 @@ def simulate(
         identities = {i: signatures.generate_identity(rng(f"identity/{i}")(32)) for i in sorted(ids)}
         roster = {i: signatures.identity_public_bytes(k) for i, k in identities.items()}
     setup = RoundSetup(config, rng("nonce")(NONCE_SIZE), roster)
-    server = SecAggServer(setup, workers=workers)
+    server = SecAggServer(setup, workers=workers, executor=executor)
     clients = {
         i: SecAggClient(setup, i, inputs[i], random_bytes=rng(f"client/{i}"), identity_key=identities.get(i))
         for i in sorted(ids)

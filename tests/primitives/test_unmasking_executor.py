@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from secagg import SecAggConfig, simulate
 from secagg.masking import FieldAccumulator, pairwise_sign
 from secagg.primitives.key_agreement import KeyPurpose, derive_key, generate_private_key, public_bytes
 from secagg.primitives.prg import MaskDomain, MaskGenerator
@@ -136,3 +137,25 @@ def test_a_job_result_of_the_wrong_shape_is_refused() -> None:
             2,
             WrongShapeExecutor(),
         )
+
+
+def test_the_server_and_simulate_run_mask_removal_on_the_callers_executor() -> None:
+    """``SecAggServer(executor=...)`` (through ``simulate``) hands every mask-removal job to it."""
+
+    class Recording:
+        def __init__(self) -> None:
+            self.jobs = 0
+
+        def map(self, fn: Callable[[object], object], jobs: Iterable[object]) -> list[object]:
+            todo = list(jobs)
+            self.jobs += len(todo)
+            return [fn(job) for job in todo]
+
+    config = SecAggConfig(6, 4, 5)
+    rng = np.random.default_rng(3)
+    inputs = {i: rng.integers(0, config.modulus, 5, dtype=np.uint64) for i in range(1, 7)}
+    executor = Recording()
+    result = simulate(config, inputs, drop={"masked_input": {2}}, seed=5, executor=executor)
+    expected = sum(int(inputs[i][0]) for i in result.survivors) % config.modulus
+    assert int(result.total[0]) == expected
+    assert executor.jobs >= 1
