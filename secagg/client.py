@@ -294,7 +294,10 @@ class SecAggClient:
             MaskTerm(self._mask_seeds[v], MaskDomain.PAIRWISE, pairwise_sign(self.client_id, v))
             for v in sorted(neighbours_in_u2)
         ]
-        masked: FieldVector = self._input.copy()
+        # The input is this client's own copy (``set_input`` copies) and is never needed again:
+        # mask it in place instead of copying m elements once more.
+        masked: FieldVector = self._input
+        self._input = None
         apply_masks(masked, terms, self.config.modulus)
         return masked
 
