@@ -1,15 +1,16 @@
 """What secure aggregation costs a real websocket round: the same federation with SecAgg and with
 the INSECURE plaintext debugging path, on loopback, in one run; prints one JSON object.
 
-    python -m benchmarks.websocket_round --clients 20 --lengths 1000000,10000000 --rounds 3
+    python -m benchmarks.websocket_round --clients 20 --lengths 1000000,10000000 --rounds 3 --repeats 2
 
 For each vector length m (model of m - 1 parameters plus the weight element) and each mode, the
 server and the n clients run in this process (clients as asyncio tasks with their own websocket
-to 127.0.0.1; their SecAgg work in worker threads), for ``--rounds`` FedAvg rounds. Reported per
-mode: the median wall time of a round (round start to round end, as the server sees it: sending
-the global model, the clients' training and encoding, the protocol, the model update), its phases,
-and the bytes on the wire; then secure / plaintext. Clients return fixed updates, so training costs
-nothing, and every round's mean is checked against the exact weighted mean (exit 1 if off).
+to 127.0.0.1; their SecAgg work in worker threads) for ``--rounds`` FedAvg rounds, ``--repeats``
+times per mode (alternating which mode goes first). Reported per mode: the median wall time of a
+round (round start to round end, as the server sees it: sending the global model, the clients'
+training and encoding, the protocol, the model update), its phases, and the bytes on the wire;
+then secure / plaintext. Clients return fixed updates, so training costs nothing, and every
+round's mean is checked against the exact weighted mean (exit 1 if off).
 
 With every client in one process on a small machine, the n clients' masking (each expands
 (k + 1) AES-CTR masks of m elements) runs one after another on the same cores; on a real
@@ -134,25 +135,41 @@ async def _federation(mode: str, args: argparse.Namespace, length: int) -> dict[
         max_diff = float(np.max(np.abs(server.vector - expected)))
         bound = sum(r.error_bound or 0.0 for r in reports)
         ok = ok and max_diff <= bound
-    phases = sorted({p for r in reports for p in r.seconds})
     config = server.config
     return {
         "aggregation": reports[0].aggregation if reports else mode,
         "graph": config.graph,
         "degree": config.degree if config.graph == "harary" else n - 1,
         "threshold": config.threshold,
-        "round_wall_seconds": [round(walls[r.round], 3) for r in reports if r.round in walls],
-        "median_round_wall_seconds": round(median(walls.values()), 3),
-        # Seconds from the previous phase's close to this one's (training is in the first).
-        "median_phase_seconds": {
-            p: round(median(r.seconds[p] for r in reports if p in r.seconds), 3) for p in phases
-        },
-        "median_bytes_up": int(median(r.bytes_up for r in reports)),
-        "median_bytes_down": int(median(r.bytes_down for r in reports)),
+        "walls": [walls[r.round] for r in reports if r.round in walls],
+        "seconds": [r.seconds for r in reports],
+        "bytes_up": [r.bytes_up for r in reports],
+        "bytes_down": [r.bytes_down for r in reports],
         "statuses": [r.status for r in reports],
         "dropped": sum(len(r.dropped) for r in reports),
         "max_abs_diff": max_diff,
         "ok": ok,
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs of one mode, pooled: medians over all their rounds."""
+    walls = [w for run in runs for w in run["walls"]]
+    seconds = [s for run in runs for s in run["seconds"]]
+    phases = sorted({p for s in seconds for p in s})
+    first = runs[0]
+    return {
+        **{k: first[k] for k in ("aggregation", "graph", "degree", "threshold")},
+        "round_wall_seconds": [round(w, 3) for w in walls],
+        "median_round_wall_seconds": round(median(walls), 3),
+        # Seconds from the previous phase's close to this one's (training is in the first).
+        "median_phase_seconds": {p: round(median(s[p] for s in seconds if p in s), 3) for p in phases},
+        "median_bytes_up": int(median(b for run in runs for b in run["bytes_up"])),
+        "median_bytes_down": int(median(b for run in runs for b in run["bytes_down"])),
+        "statuses": [s for run in runs for s in run["statuses"]],
+        "dropped": sum(run["dropped"] for run in runs),
+        "max_abs_diff": max((run["max_abs_diff"] or 0.0) for run in runs),
+        "ok": all(run["ok"] for run in runs),
     }
 
 
@@ -195,8 +212,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     for length in args.lengths:
         row: dict[str, Any] = {"vector_length": length}
-        for mode in ("secure", "plaintext"):
-            row[mode] = await _federation(mode, args, length)
+        runs: dict[str, list[dict[str, Any]]] = {"secure": [], "plaintext": []}
+        for repeat in range(args.repeats):
+            # Alternate which mode goes first, so a change in the machine's load hits both.
+            order = ("secure", "plaintext") if repeat % 2 == 0 else ("plaintext", "secure")
+            for mode in order:
+                runs[mode].append(await _federation(mode, args, length))
+        for mode, mode_runs in runs.items():
+            row[mode] = _summary(mode_runs)
         row["secure_over_plaintext"] = round(
             row["secure"]["median_round_wall_seconds"] / row["plaintext"]["median_round_wall_seconds"], 3
         )
@@ -207,6 +230,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "websocket_round",
         "clients": args.clients,
         "rounds": args.rounds,
+        "repeats": args.repeats,
         "gamma": args.gamma,
         "delta": args.delta,
         "results": results,
@@ -225,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated vector lengths m (field elements per client)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="FedAvg rounds per mode (median over them)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="federations per mode, alternating which goes first"
+    )
     parser.add_argument("--graph", choices=("complete", "harary"), default="complete")
     parser.add_argument("--gamma", type=float, default=1 / 3, help="collusion fraction")
     parser.add_argument("--delta", type=float, default=0.1, help="dropout fraction")
