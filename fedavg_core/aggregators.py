@@ -186,6 +186,11 @@ class SecureAggregator:
             num_clients, self.clip, max_weight=self.max_weight, bits=self.bits, modulus=self.modulus
         )
 
+    def vector_length(self, dimension: int) -> int:
+        """The SecAgg vector length for updates of ``dimension`` elements: the update and the
+        weight element; with distributed DP the update is padded to the rotation's power of two."""
+        return (padded_dimension(dimension) if self.dp is not None else dimension) + 1
+
     def secagg_config(self, num_clients: int, vector_length: int) -> SecAggConfig:
         """The ``SecAggConfig`` of a round (``vector_length`` counts the weight element)."""
         modulus = self.quantization(num_clients).modulus
@@ -262,7 +267,7 @@ class SecureAggregator:
     ) -> AggregateResult:
         """The distributed-DP round: noise sized for the threshold t of this round's config."""
         k = len(updates)
-        config = self.secagg_config(k, padded_dimension(length) + 1)
+        config = self.secagg_config(k, self.vector_length(length))
         plan = dp.plan(k, config.threshold, length)
         client_rngs = rng.spawn(k)
         seed = int(rng.integers(2**63))  # the round's rotation seed, drawn after the updates

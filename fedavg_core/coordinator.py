@@ -24,6 +24,12 @@ A round (Bonawitz et al. 2019, section 2):
    members are cut off); ``SecAggServer.advance`` aborts the round below the threshold;
 4. the sum over U3 is decoded into the weighted mean update and the global model moves.
 
+With distributed DP (``aggregator.dp``; ``fedavg_core.dp_federation``) the round start also
+carries the DP terms and a fresh rotation seed, the noise is planned for the cohort's threshold t,
+and every round that produced a secure sum is charged to the run's privacy ledger by the clients
+actually summed (before decoding: the server holds the noisy sum whatever the decoding says);
+``RoundReport.epsilon`` is the epsilon spent so far.
+
 The coordinator holds one round's state at a time. Drops carry the member's stable id.
 """
 
@@ -39,6 +45,7 @@ from secagg import AbortedError, Round, RoundSetup, SecAggConfig, SecAggServer
 
 from .aggregators import SecureAggregator
 from .cohort import Cohort, CohortPolicy, select_cohort
+from .dp_federation import DPRound, PrivacyAccount
 from .plaintext_round import INSECURE_PLAINTEXT, PlaintextPhase, PlaintextSum
 from .quantize import QuantizationConfig
 from .records import DropRecord, RoundReport
@@ -171,6 +178,11 @@ class CoordinatorSettings:
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.insecure_plaintext and self.aggregator.dp is not None:
+            raise ValueError(
+                "distributed DP needs secure aggregation: in the insecure plaintext mode the server "
+                "sees each update with only 1/t of the noise"
+            )
 
 
 # -- the coordinator ------------------------------------------------------------------------------
@@ -189,6 +201,7 @@ class _RoundState:
     deadline: float
     began: float
     stragglers: set[int] = field(default_factory=set)
+    dp: DPRound | None = None  # distributed DP: the round's terms and plan
 
     @property
     def number(self) -> int:
@@ -243,6 +256,9 @@ class Coordinator:
         self.finished = False
         self.round: _RoundState | None = None
         self._wait_deadline: float | None = None
+        dp = settings.aggregator.dp
+        self.privacy = None if dp is None else PrivacyAccount(dp.delta, self.reports)
+        """Distributed DP: the privacy the run has spent (rebuilt from ``reports`` on resume)."""
 
     # -- what the transport asks ----------------------------------------------------------------
 
@@ -411,7 +427,13 @@ class Coordinator:
         aggregator = self.settings.aggregator
         try:
             quantization = aggregator.quantization(size)
-            config = aggregator.secagg_config(size, self.dimension + 1)
+            config = aggregator.secagg_config(size, aggregator.vector_length(self.dimension))
+            dp_round = None
+            if aggregator.dp is not None:  # noise for the t fewest survivors the round may release
+                dp_round = DPRound.start(
+                    aggregator.dp, aggregator.max_weight, size, config.threshold, self.dimension,
+                    self.random_bytes,
+                )  # fmt: skip
             roster = None
             if self.roster is not None:
                 roster = {i: self.roster[client] for client, i in local.items()}
@@ -425,10 +447,13 @@ class Coordinator:
         aggregation = PlaintextSum(config) if plaintext else SecAggServer(setup)
         self.round = _RoundState(
             cohort, setup, aggregation, quantization, local, set(cohort.members), report,
-            start_vector, deadline, now,
+            start_vector, deadline, now, dp=dp_round,
         )  # fmt: skip
         detail = f"cohort of {size} (target {cohort.target}) from {len(cohort.available)} available"
         settings = dict(self.settings.training(number))
+        if dp_round is not None:
+            settings.update(dp_round.settings())
+            detail += f" (distributed DP, noise for t={config.threshold})"
         if plaintext:
             report.aggregation = "insecure plaintext"
             settings[INSECURE_PLAINTEXT] = True
@@ -517,6 +542,8 @@ class Coordinator:
         report = current.report
         survivors = current.stable(current.secagg.survivors)
         report.survivors = survivors
+        if current.dp is not None:
+            return self._finish_dp_round(current, current.dp)
         try:
             decoded = decode_weighted_sum(current.secagg.result, current.quantization, len(survivors))
         except ValueError as exc:
@@ -528,6 +555,24 @@ class Coordinator:
         report.total_weight = decoded.total_weight
         return self._close(report, current.start_vector, np.asarray(decoded.mean), self._recipients())
 
+    def _finish_dp_round(self, current: _RoundState, dp: DPRound) -> list[Action]:
+        assert self.privacy is not None and current.secagg.result is not None
+        report = current.report
+        summed = len(report.survivors)
+        # The server holds the noisy sum now: charge it before decoding, whatever decoding says.
+        report.epsilon, report.privacy_curves = self.privacy.charge(dp.plan.round_privacy(summed))
+        try:
+            decoded = dp.decode(current.secagg.result, summed)
+        except ValueError as exc:
+            report.reason = f"the aggregate is not a sum of valid DP updates: {exc}"
+            return self._close(report, current.start_vector, None, self._recipients())
+        self.vector = current.start_vector + self.settings.server_learning_rate * decoded.mean
+        report.status = "completed"
+        report.error_bound = decoded.rounding_bound
+        report.noise_stddev = decoded.noise_stddev
+        report.total_weight = summed
+        return self._close(report, current.start_vector, np.asarray(decoded.mean), self._recipients())
+
     def _close(
         self,
         report: RoundReport,
@@ -537,6 +582,8 @@ class Coordinator:
     ) -> list[Action]:
         if report.status == "aborted":
             report.survivors = []
+        if self.privacy is not None and report.epsilon is None:
+            report.epsilon = self.privacy.epsilon  # nothing released: spent so far, unchanged
         report.accuracy = self.evaluate(self.vector)
         self.reports.append(report)
         self.next_round = report.round + 1

@@ -50,6 +50,14 @@ class RoundReport:
             Suspects, not proof; a caller may keep repeat offenders out of later rounds.
         aggregation: ``secure`` (SecAgg), or ``insecure plaintext`` (the debugging mode of
             ``fedavg_core.plaintext_round``: the server saw every update).
+        epsilon: with distributed DP, the epsilon the run has spent up to and including this
+            round (``dp-accounting``, by the clients actually summed in each round; None without
+            DP, and in records written before DP existed).
+        noise_stddev: with distributed DP, the standard deviation of the DP noise in each element
+            of the decoded mean update (None without DP or when nothing was summed).
+        privacy_curves: with distributed DP, the zCDP curves ``[rho, xi]`` this round's release
+            spent (``fedavg_core.privacy_accounting``); a resumed server rebuilds its ledger from
+            them. Empty when the round released nothing.
     """
 
     round: int
@@ -73,6 +81,9 @@ class RoundReport:
     threshold: int | None = None
     misbehaving: dict[int, str] = field(default_factory=dict)
     aggregation: str = "secure"
+    epsilon: float | None = None
+    noise_stddev: float | None = None
+    privacy_curves: list[list[float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict (for JSON and the checkpoint)."""
@@ -84,4 +95,5 @@ class RoundReport:
         fields = dict(data)
         fields["dropped"] = [DropRecord(**d) for d in fields.get("dropped", [])]
         fields["misbehaving"] = {int(k): str(v) for k, v in fields.get("misbehaving", {}).items()}
+        fields["privacy_curves"] = [[float(x) for x in c] for c in fields.get("privacy_curves", [])]
         return cls(**fields)

@@ -8,11 +8,15 @@ ends the program with one line that names the option and the value or file, and 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
+
+from fedavg_core import DistributedDP
 
 from . import __version__
 from .apps import BUILTIN_APPS, App, AppContext, AppError, load_app, missing_extra_message
@@ -71,6 +75,14 @@ def positive_float(text: str) -> float:
     value = _number(float, text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A float strictly between 0 and 1."""
+    value = _number(float, text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
 
 
@@ -210,6 +222,61 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(1),
         help="start a round once this many are connected (default: all)",
     )
+    group = parser.add_argument_group(
+        "distributed differential privacy (needs secagg-fedavg[dp]; fedavg_core.DistributedDP)"
+    )
+    group.add_argument(
+        "--dp-epsilon",
+        type=positive_float,
+        metavar="EPS",
+        help="clients add discrete noise before masking so the whole run (--rounds) is "
+        "(EPS, --dp-delta)-DP at client level; noise sized for each round's threshold t (default: no DP)",
+    )
+    group.add_argument(
+        "--dp-delta",
+        type=open_fraction,
+        default=1e-5,
+        metavar="D",
+        help="delta of the run (default: %(default)s)",
+    )
+    group.add_argument(
+        "--dp-clip",
+        type=positive_float,
+        default=1.0,
+        metavar="C",
+        help="with DP: L2 norm bound of a client's update, replaces --clip (default: %(default)s)",
+    )
+    group.add_argument("--dp-mechanism", choices=("ddgauss", "skellam"), default="ddgauss")
+    group.add_argument(
+        "--dp-colluders",
+        type=int_at_least(0),
+        default=0,
+        metavar="K",
+        help="survivors whose noise the server may know (colluding clients); noise sized for t - K "
+        "(default: %(default)s)",
+    )
+
+
+def dp_budget(args: argparse.Namespace) -> DistributedDP | None:
+    """The ``DistributedDP`` of ``--dp-*`` (None without ``--dp-epsilon``); ``UsageError`` when
+    it cannot be used."""
+    if args.dp_epsilon is None:
+        return None
+    if importlib.util.find_spec("dp_accounting") is None:
+        raise UsageError("--dp-epsilon needs dp-accounting: pip install 'secagg-fedavg[dp]'")
+    if not math.isfinite(args.dp_epsilon):  # positive_float refuses it; a caller may not
+        raise UsageError(f"--dp-epsilon must be finite, got {args.dp_epsilon}")
+    try:
+        return DistributedDP(
+            epsilon=args.dp_epsilon,
+            delta=args.dp_delta,
+            rounds=args.rounds,
+            clip=args.dp_clip,
+            mechanism=args.dp_mechanism,
+            colluders=args.dp_colluders,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--dp-*: {exc}") from None
 
 
 def federation_settings(args: argparse.Namespace) -> FederationSettings:
@@ -240,6 +307,7 @@ def federation_settings(args: argparse.Namespace) -> FederationSettings:
             cohort_fraction=args.cohort_fraction,
             over_selection=args.over_selection,
             selection_seed=args.selection_seed,
+            dp=dp_budget(args),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

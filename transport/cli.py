@@ -60,6 +60,7 @@ from .arguments import (
     key_value,
     load_file,
     log_level,
+    open_fraction,
     port_number,
     positive_float,
     readable_file,
@@ -322,6 +323,20 @@ def client_parser() -> argparse.ArgumentParser:
         help="refuse a server with another quantization, e.g. 'clip=2 bits=16 max_weight=1024' "
         "(default: accept the server's)",
     )
+    parser.add_argument(
+        "--require-dp",
+        action="store_true",
+        help="refuse rounds without distributed differential privacy (implied by --max-dp-*)",
+    )
+    parser.add_argument(
+        "--max-dp-epsilon",
+        type=positive_float,
+        metavar="EPS",
+        help="refuse rounds whose DP budget spends more than epsilon EPS over the run",
+    )
+    parser.add_argument(
+        "--max-dp-delta", type=open_fraction, metavar="D", help="refuse rounds whose DP delta exceeds D"
+    )
     parser.add_argument("--give-up-after", type=positive_float, default=60.0, help="seconds without a server")
     parser.add_argument("--backoff-max", type=positive_float, default=5.0, help="longest reconnection delay")
     parser.add_argument("--audit-dir", help="DEMO ONLY: also write plaintext updates here (defeats privacy)")
@@ -399,6 +414,9 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
             give_up_after=args.give_up_after,
             backoff_max=args.backoff_max,
             on_update=on_update,
+            require_dp=args.require_dp,
+            max_dp_epsilon=args.max_dp_epsilon,
+            max_dp_delta=args.max_dp_delta,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -26,7 +26,13 @@ What a client checks in a ``RoundStart`` before it trains or reveals anything:
   id, and every other key in it is in the roster this client trusts (no stand-ins); a client with
   an identity key refuses semi-honest rounds;
 - the vector length is the model size plus one (the weight element), the model is finite, and the
-  quantization uses the same modulus with room for all N clients (no wrap-around).
+  quantization uses the same modulus with room for all N clients (no wrap-around);
+- distributed DP (``fedavg_core.dp_federation``): the ``dp_*`` settings are complete and valid;
+  a client that requires DP (``require_dp``, ``max_dp_epsilon``, ``max_dp_delta``) refuses a round
+  without them, with a weaker budget than its own, or past the budget's rounds. The client derives
+  the round's noise itself from the budget and the config's n and t (the vector length is then
+  the rotation's power of two plus one), so the server cannot make it add less noise than the
+  stated budget needs.
 
 A refused round is answered with ``ClientAbort`` and the reason; the client stays connected.
 """
@@ -45,8 +51,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from fedavg_core import ClientUpdate, encode_weighted_update
+from fedavg_core import ClientUpdate, DPPlan, encode_weighted_update
+from fedavg_core.dp_federation import DPTerms, split_settings
 from fedavg_core.plaintext_round import INSECURE_PLAINTEXT
+from fedavg_core.rotation import padded_dimension
 from secagg import AbortedError, LocalProtocolError, RoundSetup, SecAggClient
 from secagg.messages import MaskedInput
 from secagg.primitives import signatures
@@ -136,6 +144,10 @@ class FederationClient:
         allow_insecure_plaintext: answer a server's INSECURE plaintext rounds (a debugging mode:
             the update and example count go to the server unmasked); by default such a round is
             refused, so a server cannot switch secure aggregation off on its own.
+        require_dp: refuse rounds without distributed DP (implied by the two below).
+        max_dp_epsilon, max_dp_delta: refuse rounds whose DP budget is weaker than this.
+        rng: this client's randomness for stochastic rounding and DP noise (default: OS entropy;
+            inject a seeded generator for a reproducible experiment).
     """
 
     def __init__(
@@ -156,6 +168,10 @@ class FederationClient:
         give_up_after: float = 60.0,
         on_update: Callable[[int, ClientUpdate], None] | None = None,
         allow_insecure_plaintext: bool = False,
+        require_dp: bool = False,
+        max_dp_epsilon: float | None = None,
+        max_dp_delta: float | None = None,
+        rng: np.random.Generator | None = None,
     ) -> None:
         if roster is not None and identity_key is None:
             raise ValueError("a roster is only used with an identity key (active mode)")
@@ -191,11 +207,15 @@ class FederationClient:
         self.give_up_after = give_up_after
         self.on_update = on_update
         self.allow_insecure_plaintext = allow_insecure_plaintext
-        self.limits = FrameLimits.for_client(trainer.dimension)
+        self.require_dp = require_dp or max_dp_epsilon is not None or max_dp_delta is not None
+        self.max_dp_epsilon = max_dp_epsilon
+        self.max_dp_delta = max_dp_delta
+        # A DP round's vector is padded to the rotation's power of two.
+        self.limits = FrameLimits.for_client(padded_dimension(trainer.dimension))
         self.summary = ClientSummary(client_id)
         self._seen_nonces: set[bytes] = set()
         self._round: _ActiveRound | None = None
-        self._rng = np.random.default_rng()  # stochastic rounding; OS entropy
+        self._rng = rng if rng is not None else np.random.default_rng()  # rounding, DP noise
 
     # -- connection loop ------------------------------------------------------------------------
 
@@ -351,6 +371,11 @@ class FederationClient:
                 "the server asks for an insecure plaintext round (updates unmasked); this client "
                 "requires secure aggregation"
             )
+        try:
+            dp, wire = split_settings(wire)
+        except ValueError as exc:
+            raise RoundRefused(str(exc)) from None
+        self._check_dp(dp, frame.round)
         if not isinstance(local_id, int) or isinstance(local_id, bool):
             raise RoundRefused(f"the round start gives no round-local id ({LOCAL_ID!r})")
         if not 1 <= local_id <= config.num_clients:
@@ -379,10 +404,12 @@ class FederationClient:
         elif config.is_active:
             raise RoundRefused("an active-mode round needs an identity key")
         dimension = self.trainer.dimension
-        if config.vector_length != dimension + 1 or start.parameters.shape != (dimension,):
+        padded = padded_dimension(dimension) if dp is not None else dimension
+        if config.vector_length != padded + 1 or start.parameters.shape != (dimension,):
             raise RoundRefused(
                 f"vector length {config.vector_length} and model of {start.parameters.shape[0]} parameters "
-                f"do not fit this client's model of {dimension} parameters (+1 weight element)"
+                f"do not fit this client's model of {dimension} parameters "
+                f"({'padded to ' + str(padded) + ' for DP, ' if dp is not None else ''}+1 weight element)"
             )
         if not np.all(np.isfinite(start.parameters)):
             raise RoundRefused("the global model holds NaN or infinite values")
@@ -401,10 +428,48 @@ class FederationClient:
             raise RoundRefused("the envelope's session id does not match config, nonce and roster")
         return setup, settings, local_id
 
+    def _check_dp(self, dp: DPTerms | None, round_number: int) -> None:
+        """Refuse a round whose DP terms do not meet this client's requirements."""
+        if dp is None:
+            if self.require_dp:
+                raise RoundRefused("the round start has no distributed-DP terms; this client requires DP")
+            return
+        budget = dp.dp
+        if self.max_dp_epsilon is not None and budget.epsilon > self.max_dp_epsilon:
+            raise RoundRefused(
+                f"the DP budget epsilon={budget.epsilon:g} exceeds this client's maximum "
+                f"{self.max_dp_epsilon:g}"
+            )
+        if self.max_dp_delta is not None and budget.delta > self.max_dp_delta:
+            raise RoundRefused(
+                f"the DP budget delta={budget.delta:g} exceeds this client's maximum {self.max_dp_delta:g}"
+            )
+        if round_number > budget.rounds:
+            raise RoundRefused(f"round {round_number} is past the DP budget of {budget.rounds} rounds")
+
+    def _dp_plan(self, start: RoundStart) -> tuple[DPTerms, DPPlan] | None:
+        """The round's DP terms and this client's own plan (None: no DP); ``RoundRefused`` when the
+        budget cannot be met for the round's n and t or the field differs from the config's."""
+        dp, _ = split_settings(start.settings)  # validated by check_round_start
+        if dp is None:
+            return None
+        config = start.config
+        try:
+            plan = dp.plan(config.num_clients, config.threshold, self.trainer.dimension)
+        except ValueError as exc:
+            n, t = config.num_clients, config.threshold
+            raise RoundRefused(f"no DP plan for n={n}, t={t}: {exc}") from None
+        if plan.quantization.modulus != config.modulus or start.quantization.modulus != config.modulus:
+            raise RoundRefused(
+                f"the DP budget needs modulus {plan.quantization.modulus}, the round uses {config.modulus}"
+            )
+        return dp, plan
+
     async def _start_round(self, ws: ClientConnection, frame: Frame, start: RoundStart) -> None:
         self._round = None
         try:
             setup, settings, local_id = self.check_round_start(frame, start)
+            private = await asyncio.to_thread(self._dp_plan, start)  # seconds the first time
         except RoundRefused as exc:
             log.warning("client %d refuses round %d: %s", self.client_id, frame.round, exc)
             self.summary.refused[frame.round] = str(exc)
@@ -419,9 +484,13 @@ class FederationClient:
             self.on_update(frame.round, update)
         # Quantizing a large model takes seconds: off the loop, which keeps answering pings (with
         # many clients in one process, the others' too).
-        vector = await asyncio.to_thread(
-            encode_weighted_update, update.update, update.num_examples, start.quantization, self._rng
-        )
+        if private is not None:  # distributed DP: clip, rotate, round, add noise
+            dp, plan = private
+            vector = await asyncio.to_thread(dp.encode, plan, update, self._rng)
+        else:
+            vector = await asyncio.to_thread(
+                encode_weighted_update, update.update, update.num_examples, start.quantization, self._rng
+            )
         if start.settings.get(INSECURE_PLAINTEXT) is True:  # accepted by check_round_start
             # INSECURE debugging mode: the encoded update goes to the server unmasked.
             upload = MaskedInput(local_id, vector)

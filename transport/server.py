@@ -51,7 +51,7 @@ from typing import TypeVar
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from fedavg_core import QuantizationConfig, SecureAggregator
+from fedavg_core import DistributedDP, QuantizationConfig, SecureAggregator
 from fedavg_core.cohort import CohortPolicy
 from fedavg_core.coordinator import (
     Action,
@@ -147,6 +147,11 @@ class FederationSettings:
             or the cohort size n) are connected.
         insecure_plaintext: INSECURE debugging mode: clients (that opt in) send their updates
             unmasked and the server sums them in the clear; logged loudly, recorded per round.
+        dp: distributed differential privacy (``fedavg_core.DistributedDP``): clients clip their
+            update to the L2 norm ``dp.clip`` (``clip`` is then unused), rotate, round and add
+            discrete noise before masking, sized for each cohort's threshold t; the round start
+            carries the DP terms and the rotation seed (``fedavg_core.dp_federation``); each
+            report carries the epsilon spent so far. ``dp.rounds`` must cover ``rounds``.
     """
 
     num_clients: int
@@ -174,10 +179,17 @@ class FederationSettings:
     min_clients: int | None = None
     wait_timeout: float = 30.0
     insecure_plaintext: bool = False
+    dp: DistributedDP | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.dp is not None and self.dp.rounds < self.rounds:
+            raise ValueError(
+                f"the DP budget covers {self.dp.rounds} rounds (dp.rounds), the federation runs {self.rounds}"
+            )
+        if self.dp is not None and self.insecure_plaintext:
+            raise ValueError("distributed DP needs secure aggregation, not the insecure plaintext mode")
         if not 2 <= self.num_clients <= MAX_CLIENTS:
             raise ValueError(f"num_clients must be in [2, {MAX_CLIENTS}], got {self.num_clients}")
         for name in ("phase_timeout", "train_timeout", "hello_timeout", "wait_timeout"):
@@ -202,6 +214,7 @@ class FederationSettings:
             mode=self.mode,
             collusion_fraction=self.collusion_fraction,
             dropout_fraction=self.dropout_fraction,
+            dp=self.dp,
         )
 
     def largest_round(self) -> int:
@@ -237,7 +250,9 @@ class FederationSettings:
     def secagg_config(self, dimension: int, num_clients: int | None = None) -> SecAggConfig:
         """The SecAgg parameters of a round of ``num_clients`` (default: the largest) for a model
         of ``dimension`` (plus one weight element)."""
-        return self.aggregator().secagg_config(num_clients or self.largest_round(), dimension + 1)
+        aggregator = self.aggregator()
+        length = aggregator.vector_length(dimension)
+        return aggregator.secagg_config(num_clients or self.largest_round(), length)
 
     def coordinator_settings(self) -> CoordinatorSettings:
         """The coordinator's view of these settings."""
@@ -325,6 +340,8 @@ class FederationServer:
         self.settings = settings
         self.quantization = settings.quantization()
         self.config = settings.secagg_config(model.dimension)
+        if settings.dp is not None:  # a budget the largest round cannot meet fails here, not per round
+            settings.dp.plan(self.config.num_clients, self.config.threshold, model.dimension)
         self._roster_file = roster if isinstance(roster, RosterFile) else None
         if isinstance(roster, RosterFile):
             roster = roster.current()
