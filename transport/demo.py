@@ -16,6 +16,14 @@ the plot is plaintext FedAvg over the same clients: each round exactly the secur
 survivors train with the same local randomness (minibatch order) from the plaintext model, so
 the two curves differ only by quantization (and by where that leads the models).
 
+With ``--dp-epsilon EPS`` the federation runs distributed differential privacy
+(``fedavg_core.dp_federation``): the clients clip their update to the L2 norm ``--dp-clip``,
+rotate, round and add discrete noise before masking, and require DP with at most that epsilon.
+The reference is then the same FedAvg without noise (each round's noise-free mean of the same
+survivors' clipped, weight-scaled updates: the non-private run), the audit bound is the rounding
+bound plus the noise bound (``dp_federation.error_bound``, failure probability 1e-6 per round),
+and the output and the plot's legend give the epsilon spent.
+
 Output: live progress, a PNG of accuracy per round (``--plot``), and with ``--json PATH`` one
 record per round: round, survivors, dropped (with reasons), accuracy, seconds per phase, bytes up
 and down, and the max abs difference between the secure and the plaintext aggregate.
@@ -43,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from fedavg_core import PlaintextAggregator
+from fedavg_core import ClientUpdate, PlaintextAggregator
+from fedavg_core.dp_federation import error_bound as dp_error_bound
+from fedavg_core.dp_federation import reference_mean
 from fedavg_core.vectorize import FloatVector
 from secagg.state import rounds_of
 
@@ -145,6 +155,12 @@ class _RoundNotes:
 PLAINTEXT_REFERENCE = "plaintext FedAvg, same survivors and local randomness, no quantization"
 """What the demo's reference curve is (in the plot's legend and the JSON)."""
 
+NON_PRIVATE_REFERENCE = "non-private FedAvg: same survivors, local randomness and L2 clip, no noise"
+"""The reference curve of a DP run."""
+
+DP_AUDIT_FAILURE = 1e-6
+"""A DP round's audit bound fails with at most this probability (``dp_federation.error_bound``)."""
+
 
 class Demo:
     """One demo run; ``run()`` returns the exit status.
@@ -230,6 +246,8 @@ class Demo:
         if self.roster_path is not None:
             argv += ["--identity-key", str(self.roster_path.parent / f"client-{client_id}.pem")]
             argv += ["--roster", str(self.roster_path)]
+        if a.dp_epsilon is not None:  # the clients require DP with at most the demo's epsilon
+            argv += ["--max-dp-epsilon", repr(a.dp_epsilon)]
         return argv
 
     def _in_process_client(self, client_id: int) -> FederationClient:
@@ -247,6 +265,7 @@ class Demo:
             ),
             roster=load_roster(self.roster_path) if self.roster_path is not None else None,
             on_update=lambda r, u: audit.write_update(directory, r, client_id, u),
+            max_dp_epsilon=self.args.dp_epsilon,
         )
 
     def _start_client(self, slot: _ClientSlot) -> None:
@@ -346,13 +365,30 @@ class Demo:
         """Between rounds (or before the first), while not every client is connected."""
         return self._between_rounds and event.alive < self.args.clients
 
+    def reference(self, updates: list[ClientUpdate]) -> FloatVector:
+        """The aggregate the secure round estimates, in the clear: the weighted mean with the same
+        clip and weight cap, or with DP the noise-free ``sum(f_i clip(x_i)) / m``."""
+        s = self.settings
+        if s.dp is not None:
+            return reference_mean(updates, s.dp.clip, s.max_weight)
+        return (
+            PlaintextAggregator(s.clip, s.max_weight).aggregate(updates, np.random.default_rng(0)).mean_update
+        )
+
+    def bound(self, report: RoundReport) -> float | None:
+        """How far a round's secure aggregate may be from ``reference``: the quantization bound,
+        or with DP the rounding bound plus the noise bound."""
+        if report.error_bound is None or self.settings.dp is None:
+            return report.error_bound
+        if report.noise_stddev is None:
+            return None
+        dimension = self.server_model.dimension
+        return dp_error_bound(report.noise_stddev, report.error_bound, dimension, DP_AUDIT_FAILURE)
+
     def on_round(self, report: RoundReport, outcome: RoundOutcome) -> None:
         if report.status == "completed" and outcome.mean_update is not None:
             updates = audit.read_updates(self.audit_dir, report.round, report.survivors)
-            plain = PlaintextAggregator(self.settings.clip, self.settings.max_weight).aggregate(
-                updates, np.random.default_rng(0)
-            )
-            report.max_abs_diff = float(np.max(np.abs(outcome.mean_update - plain.mean_update)))
+            report.max_abs_diff = float(np.max(np.abs(outcome.mean_update - self.reference(updates))))
         self._last_accuracy = report.accuracy
         self._status("")
         if not self.args.quiet:
@@ -376,12 +412,16 @@ class Demo:
             body = f": {report.reason}"
         else:
             diff = "n/a" if report.max_abs_diff is None else f"{report.max_abs_diff:.2e}"
-            bound = "n/a" if report.error_bound is None else f"{report.error_bound:.2e}"
+            limit = self.bound(report)
+            bound = "n/a" if limit is None else f"{limit:.2e}"
             accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
+            reference = "non-private" if self.settings.dp is not None else "plaintext"
             body = (
                 f": {len(report.survivors)}/{n} clients in the sum, accuracy {accuracy}, "
-                f"|secure - plaintext| {diff} (bound {bound})"
+                f"|secure - {reference}| {diff} (bound {bound})"
             )
+        if report.epsilon is not None:
+            body += f", epsilon spent {report.epsilon:.3g}"
         dropped = "; ".join(f"client {d.client} in {d.phase}: {d.reason}" for d in report.dropped)
         seconds = sum(report.seconds.values())
         traffic = f"{seconds:.1f}s, up {report.bytes_up / 1e6:.2f} MB, down {report.bytes_down / 1e6:.2f} MB"
@@ -430,6 +470,14 @@ class Demo:
             f"  server {self.url}; logs, audit files and checkpoint in {kept}",
             flush=True,
         )
+        dp = self.settings.dp
+        if dp is not None:
+            print(
+                f"  distributed DP: epsilon {dp.epsilon:g}, delta {dp.delta:g} over {dp.rounds} rounds "
+                f"({dp.mechanism}, L2 clip {dp.clip:g}, {dp.colluders} colluders), noise for the "
+                f"t={config.threshold} fewest survivors; the reference is the same FedAvg without noise",
+                flush=True,
+            )
         kills = round(a.dropout * a.clients)
         if a.clients - kills < config.threshold:
             print(
@@ -463,7 +511,6 @@ class Demo:
         """
         s = self.settings
         vector: FloatVector = self.server_model.initial_vector()
-        aggregator = PlaintextAggregator(s.clip, s.max_weight)
         trainers: dict[int, LocalTrainer] = {}
         curve: list[float] = []
         for report in reports:
@@ -473,8 +520,7 @@ class Demo:
                     if client_id not in trainers:
                         trainers[client_id] = self.app.client_trainer(client_id)
                     updates.append(trainers[client_id].train(vector, s.training, report.round))
-                mean = aggregator.aggregate(updates, np.random.default_rng(0)).mean_update
-                vector = vector + s.server_learning_rate * mean
+                vector = vector + s.server_learning_rate * self.reference(updates)
             accuracy = self.server_model.evaluate(vector)
             curve.append(float("nan") if accuracy is None else accuracy)
         return curve
@@ -490,18 +536,16 @@ class Demo:
             row["plaintext_accuracy"] = (
                 plaintext[report.round - 1] if report.round <= len(plaintext) else None
             )
+            limit = self.bound(report)
+            row["audit_bound"] = limit
             row["within_bound"] = (
-                None
-                if report.max_abs_diff is None or report.error_bound is None
-                else report.max_abs_diff <= report.error_bound
+                None if report.max_abs_diff is None or limit is None else report.max_abs_diff <= limit
             )
             row["killed"] = [{"client": k.client, "phase": k.phase} for k in notes.killed]
             rows.append(row)
         completed = [r for r in reports if r.status == "completed"]
-        agree = all(
-            r.max_abs_diff is not None and r.error_bound is not None and r.max_abs_diff <= r.error_bound
-            for r in completed
-        )
+        agree = all(row["within_bound"] is True for row in rows if row["status"] == "completed")
+        epsilon = reports[-1].epsilon if reports else None
         config = server.config
         summary = {
             "completed_rounds": len(completed),
@@ -511,8 +555,10 @@ class Demo:
             "initial_accuracy": server.initial_accuracy,
             "final_accuracy": reports[-1].accuracy if reports else None,
             "final_plaintext_accuracy": plaintext[-1] if plaintext else None,
+            "epsilon_spent": epsilon,
             "seconds": round(seconds, 2),
         }
+        dp = self.settings.dp
         document = {
             "settings": {
                 "clients": a.clients,
@@ -537,27 +583,43 @@ class Demo:
                 "epochs": self.settings.training.epochs,
                 "batch_size": self.settings.training.batch_size,
                 "learning_rate": self.settings.training.learning_rate,
+                "dp": None
+                if dp is None
+                else {
+                    "epsilon": dp.epsilon,
+                    "delta": dp.delta,
+                    "rounds": dp.rounds,
+                    "clip": dp.clip,
+                    "mechanism": dp.mechanism,
+                    "bits": dp.bits,
+                    "colluders": dp.colluders,
+                },
             },
             "initial_accuracy": server.initial_accuracy,
             "rounds": rows,
             "plaintext_accuracy": plaintext,
-            "plaintext_reference": PLAINTEXT_REFERENCE,
+            "plaintext_reference": NON_PRIVATE_REFERENCE if dp is not None else PLAINTEXT_REFERENCE,
             "summary": summary,
         }
         if a.json:
             Path(a.json).write_text(json.dumps(document, indent=1) + "\n")
         plot_path = plot_target(a)
         plotted = self._plot(plot_path, server, reports, plaintext)
+        within = "the quantization bound" if dp is None else "the rounding plus noise bound"
+        reference = "plaintext FedAvg" if dp is None else "non-private FedAvg"
         if not completed:
-            verdict = "no round completed, so nothing to compare with plaintext FedAvg"
+            verdict = f"no round completed, so nothing to compare with {reference}"
         elif agree:
-            verdict = "the secure aggregate matches plaintext FedAvg within the quantization bound"
+            verdict = f"the secure aggregate matches {reference} within {within}"
         else:
-            verdict = "the secure aggregate DOES NOT match plaintext FedAvg within the quantization bound"
+            verdict = f"the secure aggregate DOES NOT match {reference} within {within}"
+        if dp is not None:
+            verdict += f"; epsilon spent {epsilon:.3g} of {dp.epsilon:g} (delta {dp.delta:g})"
         secure_curve = " ".join("  x  " if r.accuracy is None else f"{r.accuracy:.3f}" for r in reports)
+        names = ("secure DP  ", "non-private") if dp is not None else ("secure     ", "plaintext  ")
         print(
-            f"\naccuracy per round, secure   : {secure_curve}\n"
-            f"accuracy per round, plaintext: {' '.join(f'{x:.3f}' for x in plaintext)}"
+            f"\naccuracy per round, {names[0]}: {secure_curve}\n"
+            f"accuracy per round, {names[1]}: {' '.join(f'{x:.3f}' for x in plaintext)}"
             " (same survivors and local randomness)\n"
             f"{len(completed)}/{len(reports)} rounds completed, {summary['dropped_clients']} client drops; "
             f"{verdict}; {seconds:.1f}s",
@@ -575,6 +637,18 @@ class Demo:
             return False  # said before the run
         from .plot import plot_accuracy
 
+        dp = self.settings.dp
+        title = f"secure FedAvg ({self.args.clients} clients, dropout {self.args.dropout:g}) vs plaintext"
+        secure_label = "secure FedAvg over websockets"
+        if dp is not None:
+            spent = next((r.epsilon for r in reversed(reports) if r.epsilon is not None), 0.0)
+            title = title.replace("secure FedAvg", "distributed DP FedAvg").replace(
+                "plaintext", "non-private"
+            )
+            secure_label = (
+                f"secure FedAvg with distributed DP ({dp.mechanism}): epsilon {spent:.3g} spent "
+                f"of {dp.epsilon:g}, delta {dp.delta:g}"
+            )
         plot_accuracy(
             path,
             server.initial_accuracy or 0.0,
@@ -582,8 +656,9 @@ class Demo:
             plaintext,
             aborted=[r.round for r in reports if r.status == "aborted"],
             dropped=[len(r.dropped) for r in reports],
-            title=f"secure FedAvg ({self.args.clients} clients, dropout {self.args.dropout:g}) vs plaintext",
-            plaintext_label=PLAINTEXT_REFERENCE,
+            title=title,
+            plaintext_label=PLAINTEXT_REFERENCE if dp is None else NON_PRIVATE_REFERENCE,
+            secure_label=secure_label,
         )
         return True
 

@@ -19,6 +19,7 @@ def plot_accuracy(
     dropped: Sequence[int] = (),
     title: str = "",
     plaintext_label: str = "plaintext FedAvg",
+    secure_label: str = "secure FedAvg over websockets",
 ) -> None:
     """Write a PNG of accuracy per round (round 0 is the initial model).
 
@@ -28,6 +29,7 @@ def plot_accuracy(
         aborted: rounds (1-based) that aborted; marked with a cross.
         dropped: how many clients dropped in each round, annotated under the secure curve.
         plaintext_label: what the plaintext reference is (its legend entry).
+        secure_label: what the secure curve is (its legend entry; e.g. the epsilon a DP run spent).
     """
     import matplotlib
 
@@ -45,7 +47,7 @@ def plot_accuracy(
         marker=".",
         label=plaintext_label,
     )
-    ax.plot(rounds, secure_y, "-", color="tab:blue", marker="o", label="secure FedAvg over websockets")
+    ax.plot(rounds, secure_y, "-", color="tab:blue", marker="o", label=secure_label)
     marked = [r for r in aborted if 1 <= r <= len(secure)]
     for r in marked:
         ax.plot([r], [secure_y[r]], "x", color="tab:red", markersize=10)
