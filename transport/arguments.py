@@ -159,8 +159,9 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-weight",
         type=int_at_least(1),
-        default=1024,
-        help="FedAvg weight of a client = its example count, capped at this (default: %(default)s)",
+        help="FedAvg weight of a client = its example count, capped at this (default: 1024; with "
+        "--dp-epsilon 1: a DP update is scaled by min(count, cap) / cap, so a cap far above the "
+        "counts drowns the updates in the noise)",
     )
     group = parser.add_argument_group("training")
     group.add_argument(
@@ -290,7 +291,7 @@ def federation_settings(args: argparse.Namespace) -> FederationSettings:
             degree=args.degree,
             mode=args.mode,
             clip=args.clip,
-            max_weight=args.max_weight,
+            max_weight=args.max_weight or (1 if args.dp_epsilon is not None else 1024),
             training=TrainingSettings(
                 args.epochs,
                 args.batch_size or None,

@@ -8,7 +8,9 @@ server decodes and every report carries the epsilon spent so far, by the clients
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,8 @@ from secagg import RoundSetup, SecAggConfig
 from transport.cli import client_main, server_main
 from transport.client import FederationClient, RoundRefused
 from transport.codec import Frame, FrameLimits, decode_from_server, encode
+from transport.demo import NON_PRIVATE_REFERENCE
+from transport.demo import main as demo_main
 from transport.server import FederationSettings
 from transport.tasks import TrainingSettings
 from transport.wire import LOCAL_ID, RoundStart
@@ -282,3 +286,55 @@ def test_a_dp_budget_that_cannot_be_planned_exits_2(capsys: pytest.CaptureFixtur
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("secagg-server: ") and "colluders=5 leaves no honest noise share" in err
+
+
+def test_demo_with_dp_reports_the_epsilon_spent_against_the_non_private_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "dp.json"
+    argv = ["--dp-epsilon", "8", "--task", "digits-logreg", "--clients", "4", "--rounds", "2"]
+    argv += [
+        "--in-process",
+        "--dropout",
+        "0",
+        "--quiet",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "dp.png"),
+    ]
+    assert demo_main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["settings"]["dp"]["epsilon"] == 8.0 and record["settings"]["dp"]["rounds"] == 2
+    assert record["plaintext_reference"] == NON_PRIVATE_REFERENCE
+    epsilons = [r["epsilon"] for r in record["rounds"]]
+    assert 0 < epsilons[0] < epsilons[1] <= 8.0
+    assert record["summary"]["epsilon_spent"] == epsilons[-1]
+    for r in record["rounds"]:
+        assert r["status"] == "completed" and r["within_bound"] is True
+        assert r["audit_bound"] > r["error_bound"] and r["noise_stddev"] > 0
+    assert (tmp_path / "dp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stdout = capsys.readouterr().out
+    assert f"epsilon spent {epsilons[-1]:.3g} of 8 (delta 1e-05)" in stdout
+    assert "matches non-private FedAvg within the rounding plus noise bound" in stdout
+
+
+def test_demo_refuses_a_bad_dp_epsilon(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        demo_main(["--dp-epsilon", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "secagg-demo: error: argument --dp-epsilon: must be a positive number, got 0 (see --help)\n"
+    )
+
+
+def test_the_weight_cap_defaults_to_1_with_dp_so_updates_are_not_drowned_in_the_noise() -> None:
+    from transport.arguments import federation_settings
+    from transport.cli import server_parser
+
+    private = federation_settings(server_parser().parse_args(["--dp-epsilon", "8", "--rounds", "3"]))
+    assert private.max_weight == 1 and private.dp is not None
+    assert (private.dp.epsilon, private.dp.delta, private.dp.rounds, private.dp.clip) == (8.0, 1e-5, 3, 1.0)
+    assert federation_settings(server_parser().parse_args([])).max_weight == 1024
+    capped = federation_settings(server_parser().parse_args(["--dp-epsilon", "8", "--max-weight", "32"]))
+    assert capped.max_weight == 32
