@@ -258,7 +258,7 @@ class FederationClient:
             except (ssl.SSLCertVerificationError, InvalidURI) as exc:
                 raise FatalClientError(f"cannot connect securely to {self.url}: {exc}") from exc
             except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
-                why = f"cannot reach the server: {exc}"
+                why = f"cannot reach the server: {exc or type(exc).__name__}"
                 log.info("client %d: cannot reach %s: %s", self.client_id, self.url, exc)
             finally:
                 self._round = None
@@ -267,9 +267,9 @@ class FederationClient:
             if self.summary.finished:
                 break
             if loop.time() - last_contact > self.give_up_after:
+                what = "no server" if why.startswith("cannot reach") else "not registered"
                 raise ConnectionError(
-                    f"client {self.client_id}: not registered at {self.url} for {self.give_up_after:g}s "
-                    f"(last: {why})"
+                    f"client {self.client_id}: {what} at {self.url} for {self.give_up_after:g}s (last: {why})"
                 )
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(2 * delay, self.backoff_max)

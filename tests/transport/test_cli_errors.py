@@ -194,6 +194,19 @@ def test_wss_client_to_a_ws_server_gives_a_reason() -> None:
     assert_one_line(result, 3, f"no server at wss://127.0.0.1:{port}", "it serves ws://, not wss://")
 
 
+NO_TERMS = """
+import transport.client as client
+
+_init = client.FederationClient.__init__
+
+def _init_without_terms(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.terms = client.Terms()  # declares nothing at registration
+
+client.FederationClient.__init__ = _init_without_terms
+"""
+
+
 def test_client_that_refused_every_round_exits_4() -> None:
     port = free_port()
     server = _start_server(port, *APP, "--clients", "4", "--rounds", "1")
@@ -210,8 +223,11 @@ def test_client_that_refused_every_round_exits_4() -> None:
         for i in (1, 2, 3)
     ]
     try:
-        # Client 4 runs another model (650 parameters, not 21): it refuses the server's rounds.
-        result = run("client", "--task", "digits-logreg", *common, "--id", "4", timeout=120)
+        # Client 4 runs another model (650 parameters, not 21) and declares no terms at
+        # registration (as a client built without them would), so it gets as far as the rounds
+        # and refuses each of them. (Declaring them, it is refused at registration: exit 2,
+        # tests/transport/test_registration.py.)
+        result = run("client", "--task", "digits-logreg", *common, "--id", "4", timeout=120, prelude=NO_TERMS)
         server.wait(timeout=60)
     finally:
         _stop([server, *good])
