@@ -180,7 +180,9 @@ class Demo:
         self.settings: FederationSettings = federation_settings(args)
         self.server_model: ServerModel = checked(app.server_model)
         try:
-            self.settings.secagg_config(self.server_model.dimension)
+            config = self.settings.secagg_config(self.server_model.dimension)
+            if self.settings.dp is not None:  # a budget the rounds cannot meet: refused now
+                self.settings.dp.plan(config.num_clients, config.threshold, self.server_model.dimension)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         self.audit_dir = workdir / "audit"

@@ -338,3 +338,20 @@ def test_the_weight_cap_defaults_to_1_with_dp_so_updates_are_not_drowned_in_the_
     assert federation_settings(server_parser().parse_args([])).max_weight == 1024
     capped = federation_settings(server_parser().parse_args(["--dp-epsilon", "8", "--max-weight", "32"]))
     assert capped.max_weight == 32
+
+
+def test_demo_refuses_a_budget_it_cannot_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "--dp-epsilon",
+        "8",
+        "--dp-colluders",
+        "5",
+        "--task",
+        "digits-logreg",
+        "--clients",
+        "8",
+        "--in-process",
+    ]
+    assert demo_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("secagg-demo: ") and "colluders=5 leaves no honest noise share" in err
