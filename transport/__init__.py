@@ -8,7 +8,7 @@ console scripts ``secagg-server``, ``secagg-client`` and ``secagg-demo`` are in 
 
 from .apps import App, AppContext, LearnerApp, load_app
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .client import ClientSummary, FatalClientError, FederationClient, RoundRefused
+from .client import ClientSummary, FatalClientError, FederationClient, RegistrationRefused, RoundRefused
 from .codec import Frame, FrameLimits, decode_from_client, decode_from_server, encode
 from .errors import CloseCode, DecodeError
 from .records import DropRecord, RoundReport, ServerEvent
@@ -41,6 +41,7 @@ __all__ = [
     "LearnerModel",
     "LearnerTrainer",
     "LocalTrainer",
+    "RegistrationRefused",
     "RoundOutcome",
     "RoundRefused",
     "RoundReport",

@@ -34,6 +34,11 @@ Decisions the design left open:
 - The checkpoint is written before the clients hear ``RoundEnd``, so no round a client saw
   complete can be lost; a round interrupted by a crash is run again, with a fresh nonce.
 - A cut-off client may reconnect and join a later round; nothing is banned for good.
+- Registration (``_register``): the identity proof first (active mode; the roster file is
+  re-read when an id not enrolled registers), then the client's terms against ``terms`` (task,
+  dimension, initial-model digest, quantization), the id, ``max_population``. Refusals close with
+  a code the client sorts into permanent (4002, 4003, 1007, 1008: it exits) and transient
+  (4001, 1013, 4000: it retries); a mismatch's reason names the field and both values.
 """
 
 from __future__ import annotations
