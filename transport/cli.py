@@ -166,7 +166,8 @@ def _check_server_files(args: argparse.Namespace, app: App) -> None:
     """Every file option, before the app trains anything; ``UsageError`` naming the file."""
     if args.mode == "active" and not args.roster:
         raise UsageError(
-            "the active mode needs --roster, the enrolled public keys (see --enrol, secagg-client --init-identity)"
+            "the active mode needs --roster, the enrolled public keys "
+            "(see --enrol and secagg-client --init-identity)"
         )
     if args.keyfile and not args.certfile:
         raise UsageError("--keyfile needs --certfile")
