@@ -38,7 +38,7 @@ from transport.records import ServerEvent
 from transport.server import FederationServer, FederationSettings
 from transport.tasks import TrainingSettings
 
-from .common import keystream_bytes_per_second, median, peak_rss_mib
+from .common import median, peak_rss_mib
 
 MAX_WEIGHT = 256
 
@@ -176,7 +176,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _secagg_work(args: argparse.Namespace, length: int) -> dict[str, Any]:
     """The SecAgg compute of the same round in memory (``secagg.simulate``, no sockets), timed
     per party: what one client and the server spend (key agreement, sharing, and mostly the
-    AES-CTR masks), next to the keystream floor of one client's masks."""
+    AES-CTR masks)."""
     settings = FederationSettings(
         num_clients=args.clients,
         rounds=1,
@@ -197,14 +197,12 @@ def _secagg_work(args: argparse.Namespace, length: int) -> dict[str, Any]:
         for i in range(1, args.clients + 1)
     ]
     masks = config.neighbourhood_size  # k pairwise masks and the self mask
-    rate = keystream_bytes_per_second(8 * min(length, 1 << 20), repeats=5)
     return {
         "one_client_secagg_seconds": round(median(per_client), 3),
         "all_clients_secagg_seconds": round(sum(per_client), 3),
         "server_secagg_seconds": round(sum(result.server_seconds.values()), 3),
         "server_seconds_per_round": {k: round(v, 3) for k, v in result.server_seconds.items()},
         "masks_per_client": masks,
-        "one_client_keystream_floor_seconds": round(masks * 8 * length / rate, 4),
     }
 
 
