@@ -238,7 +238,7 @@ def test_explicit_harary_degree_is_checked_against_the_threat_model() -> None:
     unsafe = SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=40, threshold=14)
     with pytest.raises(ValueError, match=r"P\(some client has >= 13 corrupt neighbours\) <= 1 \(2\^0\)"):
         unsafe.secagg_config(1000, 11)
-    with pytest.raises(ValueError, match=r"t=6 exceeds the 5 neighbourhood"):
+    with pytest.raises(ValueError, match=r"degree k=4 is too small .* t=6, exceeds the neighbourhood of 5"):
         SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=4).secagg_config(40, 101)
     no_collusion = SecureAggregator(
         clip=CLIP, max_weight=MAX_WEIGHT, graph="harary", degree=6, collusion_fraction=0.0
