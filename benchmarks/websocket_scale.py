@@ -21,12 +21,14 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from fedavg_core import ClientUpdate, PlaintextAggregator
 from transport.client import FederationClient
+from transport.records import ServerEvent
 from transport.server import FederationServer, FederationSettings
 from transport.tasks import TrainingSettings
 
@@ -58,6 +60,15 @@ class _Zero:
         return None
 
 
+async def _watch_loop(start: float, lags: list[tuple[float, float]], period: float = 0.5) -> None:
+    """Record how late the event loop wakes from ``period``-second sleeps."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(period)
+        late = time.perf_counter() - before - period
+        lags.append((before - start, late))
+
+
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     n, dimension = args.clients, args.length - 1
     rng = np.random.default_rng(args.seed)
@@ -76,7 +87,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         wait_timeout=args.timeout,
         hello_timeout=args.timeout,
     )
-    server = FederationServer(_Zero(dimension), settings)
+    marks: dict[str, float] = {}  # phase -> perf_counter when it started
+
+    def on_event(event: ServerEvent) -> None:
+        if event.kind in ("phase", "round_start", "round_end"):
+            marks.setdefault(event.phase or event.kind, time.perf_counter())
+
+    server = FederationServer(_Zero(dimension), settings, on_event=on_event)
     await server.start("127.0.0.1", 0)
     url = f"ws://127.0.0.1:{server.port}"
     clients = [
@@ -84,11 +101,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         for i, t in trainers.items()
     ]
     start = time.perf_counter()
+    lags: list[tuple[float, float]] = []  # (seconds since start, how late the loop woke up)
+    monitor = asyncio.create_task(_watch_loop(start, lags))
     tasks = [asyncio.create_task(c.run()) for c in clients]
     try:
         reports = await server.run()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), args.timeout)
     finally:
+        monitor.cancel()
         for task in tasks:
             task.cancel()
         await server.stop()
@@ -115,6 +135,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "survivors": len(report.survivors),
         "dropped": len(report.dropped),
         "drop_codes": sorted({d.close_code for d in report.dropped if d.close_code is not None}),
+        "drops_per_phase": dict(Counter(d.phase for d in report.dropped)),
+        # The event loop (server and every client) overslept by this much at worst; a websocket
+        # is cut off with 1011 when its pong waits more than ping_timeout (20 s).
+        "started_at": {name: round(at - start, 1) for name, at in marks.items()},
+        "max_loop_lag_seconds": round(max((lag for _, lag in lags), default=0.0), 2),
+        "loop_lag_over_10s_at": [round(at, 1) for at, lag in lags if lag > 10][:20],
         "seconds_per_phase": report.seconds,
         "wall_seconds": round(wall, 2),
         "bytes_up": report.bytes_up,
