@@ -86,6 +86,14 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A float in [0, 1)."""
+    value = _number(float, text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0..65535 (0: any free port)."""
     value = int(_number(int, text))
@@ -153,6 +161,23 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--graph", choices=("complete", "harary"), default="complete")
     group.add_argument("--degree", type=int_at_least(2), help="even degree k of the harary graph")
     group.add_argument("--mode", choices=("semi_honest", "active"), default="semi_honest")
+    group.add_argument(
+        "--collusion-fraction",
+        type=fraction,
+        default=1 / 3,
+        metavar="GAMMA",
+        help="fraction of a round's clients that may collude with the server; sizes t (and the "
+        "harary degree) with --dropout-fraction (default: 1/3; clients refuse less than their "
+        "--min-collusion-fraction)",
+    )
+    group.add_argument(
+        "--dropout-fraction",
+        type=fraction,
+        default=0.1,
+        metavar="DELTA",
+        help="fraction of a round's clients expected to drop out (default: %(default)s); "
+        "--graph harary without --degree/--threshold takes both from secagg.find_parameters",
+    )
     group.add_argument(
         "--clip", type=positive_float, default=2.0, help="clip update elements (default: %(default)s)"
     )
@@ -290,6 +315,8 @@ def federation_settings(args: argparse.Namespace) -> FederationSettings:
             graph=args.graph,
             degree=args.degree,
             mode=args.mode,
+            collusion_fraction=args.collusion_fraction,
+            dropout_fraction=args.dropout_fraction,
             clip=args.clip,
             max_weight=args.max_weight or (1 if args.dp_epsilon is not None else 1024),
             training=TrainingSettings(

@@ -57,6 +57,7 @@ from .arguments import (
     checked,
     fail,
     federation_settings,
+    fraction,
     key_value,
     load_file,
     log_level,
@@ -340,6 +341,14 @@ def client_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-dp-delta", type=open_fraction, metavar="D", help="refuse rounds whose DP delta exceeds D"
     )
+    parser.add_argument(
+        "--min-collusion-fraction",
+        type=fraction,
+        default=1 / 3,
+        metavar="GAMMA",
+        help="refuse rounds whose config assumes fewer colluding clients than this fraction "
+        "(default: 1/3), so a server cannot lower the threshold by claiming that nobody colludes",
+    )
     parser.add_argument("--give-up-after", type=positive_float, default=60.0, help="seconds without a server")
     parser.add_argument("--backoff-max", type=positive_float, default=5.0, help="longest reconnection delay")
     parser.add_argument("--audit-dir", help="DEMO ONLY: also write plaintext updates here (defeats privacy)")
@@ -420,6 +429,7 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
             require_dp=args.require_dp,
             max_dp_epsilon=args.max_dp_epsilon,
             max_dp_delta=args.max_dp_delta,
+            min_collusion_fraction=args.min_collusion_fraction,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

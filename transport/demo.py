@@ -250,6 +250,7 @@ class Demo:
             argv += ["--roster", str(self.roster_path)]
         if a.dp_epsilon is not None:  # the clients require DP with at most the demo's epsilon
             argv += ["--max-dp-epsilon", repr(a.dp_epsilon)]
+        argv += ["--min-collusion-fraction", repr(a.collusion_fraction)]  # the demo's own threat model
         return argv
 
     def _in_process_client(self, client_id: int) -> FederationClient:
@@ -268,6 +269,7 @@ class Demo:
             roster=load_roster(self.roster_path) if self.roster_path is not None else None,
             on_update=lambda r, u: audit.write_update(directory, r, client_id, u),
             max_dp_epsilon=self.args.dp_epsilon,
+            min_collusion_fraction=self.args.collusion_fraction,
         )
 
     def _start_client(self, slot: _ClientSlot) -> None:

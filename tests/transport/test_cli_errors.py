@@ -124,6 +124,18 @@ def test_bad_value_exits_2_not_1() -> None:
     assert_one_line(result, 2, "threshold", "9")
 
 
+def test_threat_model_fractions_outside_0_1_exit_2() -> None:
+    assert_one_line(run("server", *APP, "--collusion-fraction", "1.5"), 2, "--collusion-fraction", "[0, 1)")
+    assert_one_line(run("server", *APP, "--dropout-fraction", "-0.1"), 2, "--dropout-fraction", "[0, 1)")
+    result = run("client", *APP, "--id", "1", "--min-collusion-fraction", "1")
+    assert_one_line(result, 2, "--min-collusion-fraction", "[0, 1)")
+
+
+def test_a_harary_degree_unsafe_for_the_threat_model_exits_2_naming_the_probability() -> None:
+    result = run("server", *APP, "--clients", "40", "--graph", "harary", "--degree", "8", "--threshold", "6")
+    assert_one_line(result, 2, "threshold t=6 with degree k=8 is unsafe", "corrupt neighbours")
+
+
 def test_zero_rounds() -> None:
     assert_one_line(run("server", *APP, "--rounds", "0"), 2, "--rounds", "at least 1, got 0")
 
