@@ -33,7 +33,7 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -58,6 +58,7 @@ from .arguments import (
     fail,
     federation_settings,
     fraction,
+    int_at_least,
     key_value,
     load_file,
     log_level,
@@ -79,7 +80,7 @@ from .identity import (
 )
 from .records import ServerEvent
 from .server import FederationServer
-from .tasks import LearnerTrainer
+from .tasks import LearnerTrainer, LocalBudget
 from .tls import client_context, server_context
 from .wire import QuantizationTerms
 
@@ -157,6 +158,12 @@ def server_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--generate-identities", metavar="DIR", help="write N identity keys and a roster; exit"
     )
+    parser.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="DEBUGGING ONLY, INSECURE: clients (with --allow-insecure-plaintext) send their updates "
+        "unmasked and the server sees each one",
+    )
     parser.add_argument("--log-level", type=log_level, default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     add_task_arguments(parser)
     add_federation_arguments(parser)
@@ -191,6 +198,8 @@ def _build_server(
 ) -> tuple[FederationServer, ssl.SSLContext | None]:
     """The server, checked against everything that can be checked before listening."""
     settings = federation_settings(args)
+    if args.insecure_plaintext:
+        settings = replace(settings, insecure_plaintext=True)
     ssl_context: ssl.SSLContext | None = None
     if args.certfile:
         label = "--certfile" + (f" (with --keyfile {args.keyfile})" if args.keyfile else "")
@@ -349,6 +358,20 @@ def client_parser() -> argparse.ArgumentParser:
         help="refuse rounds whose config assumes fewer colluding clients than this fraction "
         "(default: 1/3), so a server cannot lower the threshold by claiming that nobody colludes",
     )
+    parser.add_argument(
+        "--local-epochs", type=int_at_least(1), help="this client's own local epochs (default: the server's)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop local training after this many seconds (at a minibatch boundary)",
+    )
+    parser.add_argument(
+        "--allow-insecure-plaintext",
+        action="store_true",
+        help="DEBUGGING ONLY, INSECURE: answer a server's plaintext rounds with the update unmasked",
+    )
     parser.add_argument("--give-up-after", type=positive_float, default=60.0, help="seconds without a server")
     parser.add_argument("--backoff-max", type=positive_float, default=5.0, help="longest reconnection delay")
     parser.add_argument("--audit-dir", help="DEMO ONLY: also write plaintext updates here (defeats privacy)")
@@ -403,6 +426,10 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
     roster = load_file("--roster", args.roster, RosterFile, "a JSON roster") if args.roster else None
     app = app or app_from_args(args)
     trainer = checked(lambda: app.client_trainer(args.id))
+    if args.local_epochs is not None or args.time_budget is not None:
+        if not isinstance(trainer, LearnerTrainer):
+            raise UsageError("--local-epochs and --time-budget need an app whose trainer is a LearnerTrainer")
+        trainer.budget = LocalBudget(args.local_epochs, args.time_budget)
     # The initial model's digest is declared when the trainer can build it without server data.
     initial = checked(trainer.learner.initial_vector) if isinstance(trainer, LearnerTrainer) else None
     on_update = None
@@ -430,6 +457,7 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
             max_dp_epsilon=args.max_dp_epsilon,
             max_dp_delta=args.max_dp_delta,
             min_collusion_fraction=args.min_collusion_fraction,
+            allow_insecure_plaintext=args.allow_insecure_plaintext,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
