@@ -258,8 +258,10 @@ class FederationClient:
             except (ssl.SSLCertVerificationError, InvalidURI) as exc:
                 raise FatalClientError(f"cannot connect securely to {self.url}: {exc}") from exc
             except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
-                why = f"cannot reach the server: {exc or type(exc).__name__}"
-                log.info("client %d: cannot reach %s: %s", self.client_id, self.url, exc)
+                cause = exc.__cause__ or exc.__context__
+                detail = str(exc) or (f"{type(exc).__name__} ({cause!r})" if cause else repr(exc))
+                why = f"cannot reach the server: {detail}"
+                log.info("client %d: cannot reach %s: %s", self.client_id, self.url, detail)
             finally:
                 self._round = None
                 if registered:

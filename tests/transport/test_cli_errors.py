@@ -204,6 +204,7 @@ def test_wss_client_to_a_ws_server_gives_a_reason() -> None:
     finally:
         _stop([server])
     assert_one_line(result, 3, f"no server at wss://127.0.0.1:{port}", "it serves ws://, not wss://")
+    assert "cannot reach the server: )" not in result.stderr  # the reason is never empty
 
 
 NO_TERMS = """
