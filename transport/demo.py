@@ -361,9 +361,17 @@ class Demo:
         report = self._server.coordinator.current_report if self._server is not None else None
         if report is None:
             return f"clients connected {event.alive}"
-        gone = {d.client for d in report.dropped} | self._killed
+        gone = {d.client for d in report.dropped} | self._killed | set(report.stragglers)
         left = [c for c in report.participants if c not in gone]
-        return f"clients in the round {len(left)}/{len(report.participants)}"
+        text = f"clients in the round {len(left)}/{len(report.participants)}"
+        if self.args.cohort is None and self.args.cohort_fraction is None:
+            return text
+        # Partial participation: the population, the cohort drawn from it, the stragglers dismissed.
+        target = report.target if report.target is not None else len(report.participants)
+        return (
+            f"population {event.alive}/{self.args.clients} | cohort {target} "
+            f"(selected {len(report.participants)}, stragglers {len(report.stragglers)}) | {text}"
+        )
 
     def _waiting_for_start(self, event: ServerEvent) -> bool:
         """Between rounds (or before the first), while not every client is connected."""
