@@ -73,3 +73,19 @@ def test_demo_refuses_a_dropout_fraction_of_one(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "--dropout must be in [0, 1)" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_with_a_population_and_cohorts_shows_them(tmp_path: Path) -> None:
+    """Issue 9: a population of 10 client processes, cohorts of 4 with over-selection."""
+    result, record = run_demo(
+        tmp_path,
+        "--clients", "10", "--cohort", "4", "--over-selection", "1.5", "--rounds", "2",
+        "--dropout", "0", "--task", "digits-logreg",
+    )  # fmt: skip
+    for r in record["rounds"]:
+        assert r["status"] == "completed" and r["within_bound"]
+        assert len(r["participants"]) == 6 and r["target"] == 4
+        assert len(r["survivors"]) >= 4 and set(r["survivors"]) <= set(r["participants"])
+        assert set(r["stragglers"]) <= set(r["participants"]) - set(r["survivors"])
+    assert "population 10/10 | cohort 4 (selected 6," in result.stdout
