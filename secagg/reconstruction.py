@@ -4,12 +4,15 @@ The server knows what each secret must be: b_u opens the commitment sent in roun
 public key is s_PK. ``reconstruct_checked`` first interpolates the lowest t shares; if the result
 fails that check, some share is wrong (a malicious holder in round 4, or a dealer that shared
 inconsistently in round 1), and it decodes around wrong shares (Berlekamp-Welch on t + 2e shares,
-doubling the error budget e up to what the shares allow). A secret is returned only when it
+doubling the error budget e up to what the shares allow), then, past what decoding corrects,
+searches small leave-out sets against the check (so a few wrong shares cost no more than as many
+silent holders). A secret is returned only when it
 passes the check, so a wrong share can make a round abort but never corrupt its sum.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -62,4 +65,34 @@ def reconstruct_checked(
         if errors == most:
             break
         errors = min(2 * errors, most)
+    return _search_subsets(shares, threshold, is_secret)
+
+
+# Interpolations the subset search may try (each O(t^2) field operations): enough for every
+# leave-r-out set when N - t is small, which is where decoding falls short of silence.
+SUBSET_BUDGET = 256
+
+
+def _search_subsets(
+    shares: Mapping[int, bytes], threshold: int, is_secret: Callable[[bytes], bool]
+) -> Reconstructed | None:
+    """Leave out 1, 2, ... shares (at most N - t) until t of the rest open the check.
+
+    Decoding corrects (N - t) / 2 wrong shares; the check lets wrong shares cost no more than
+    silent holders, up to N - t of them, as long as the search stays within ``SUBSET_BUDGET``.
+    The shares left out are not named: with more wrong shares than decoding corrects, the
+    honest ones cannot be told from the others by majority.
+    """
+    holders = sorted(shares)
+    tried = 0
+    for dropped in range(1, len(holders) - threshold + 1):
+        prefix = holders[: threshold + dropped]  # every t-subset of it, each once
+        for left_out in itertools.combinations(prefix, dropped):
+            if tried >= SUBSET_BUDGET:
+                return None
+            tried += 1
+            rest = [x for x in prefix if x not in left_out]
+            secret = shamir.reconstruct({x: shares[x] for x in rest}, threshold)
+            if is_secret(secret):
+                return Reconstructed(secret, frozenset())
     return None

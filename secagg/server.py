@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, cast
 
 import numpy as np
 
@@ -109,7 +109,6 @@ class SecAggServer:
         self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
         self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
         self._accused_by: dict[int, frozenset[int]] = {}  # reporter -> whom it accused
-        self._innocent: set[int] = set()  # excluded only because too many others dropped out
         # Round 4: owner -> {holder: share}, every share of each b_u and s_v^SK received (more
         # than t let the server decode around wrong ones).
         self._b_shares: dict[int, dict[int, bytes]] = {}
@@ -138,21 +137,39 @@ class SecAggServer:
 
     @property
     def misbehaving(self) -> dict[int, str]:
-        """Clients caught breaking the protocol this round, with why: dropped for a bad message,
-        excluded on a share-bundle accusation, or holding a share the decoder found wrong.
+        """Clients that provably broke the protocol this round, with why: each sent a message
+        that failed the server's checks (malformed, out of range, wrong round, duplicate, a bad
+        signature or report) and was dropped. A caller may keep repeat offenders out of later
+        rounds. What cannot be pinned on one client is in ``suspects`` instead."""
+        return {
+            u: drop.reason
+            for u, drop in self.dropped.items()
+            if not (drop.round is Round.REPORT_BUNDLES and drop.reason.startswith("excluded"))
+        }
 
-        Also clients whose shares were inconsistent (``bad_dealers``). Not named: clients excluded
-        only because too many of their neighbours dropped out.
-        A caller may keep repeat offenders out of later rounds. An accusation or a wrong share
-        names a suspect, not proof: a false accuser can get one honest neighbour excluded per
-        accusation, and a wrong share is either the holder's lie or its dealer's (README).
+    @property
+    def suspects(self) -> dict[int, str]:
+        """Clients involved in a fault that cannot be attributed to one side, with why.
+
+        Without verifiable secret sharing nothing proves who lied: a share bundle that fails to
+        open may be the sender's junk or a false accusation (both ends are listed); a share off
+        the decoded polynomial may be the holder's lie or its dealer's; a secret no decoding
+        opens may be an inconsistent dealer or too many lying holders. Clients excluded only
+        because too many of their neighbours dropped out are not listed. Use for monitoring,
+        not for exclusion on one occurrence.
         """
-        out = {u: drop.reason for u, drop in self.dropped.items() if u not in self._innocent}
-        out.update(self.bad_dealers)
-        for holder, owners in self.wrong_shares.items():
+        out: dict[int, str] = {}
+        for v, accusers in sorted(self.accusations.items()):
+            out[v] = f"its share bundle failed to open for clients {sorted(accusers)[:5]} (or they lie)"
+            for u in sorted(accusers):
+                out.setdefault(u, f"reported the share bundle of client {v} as failing to open")
+        for holder, owners in sorted(self.wrong_shares.items()):
             out.setdefault(
-                holder, f"sent shares inconsistent with the commitments of clients {sorted(owners)[:5]}"
+                holder,
+                f"revealed shares off the polynomial of clients {sorted(owners)[:5]} (or they dealt so)",
             )
+        for owner, reason in sorted(self.bad_dealers.items()):
+            out.setdefault(owner, reason)
         return out
 
     # -- input ----------------------------------------------------------------------------------
@@ -178,9 +195,15 @@ class SecAggServer:
             self._drop(sender, f"duplicate {expected.__name__}")
             return
         try:
+            # A message object that skipped its constructor (built in-process with __new__) is
+            # validated again here, so every check below may rely on the fields' types.
+            cast(Any, message).__post_init__()
             self._CHECKS[self.round](self, message)
         except RemoteProtocolError as exc:
             self._drop(sender, str(exc))
+            return
+        except (TypeError, ValueError, AttributeError) as exc:
+            self._drop(sender, f"malformed {expected.__name__}: {exc}")
             return
         # Masked inputs are already in the sum and shares already filed: keeping the messages
         # would hold O(n m) (or O(n k)) memory for nothing.
@@ -355,13 +378,10 @@ class SecAggServer:
                         reasons[v] = (
                             f"excluded: fewer than t={t} of its neighbours are left to hold its shares"
                         )
-                        self._innocent.add(v)
                 elif v in live and len(self._partners(v, members)) + 1 < t:
                     reasons[v] = f"excluded: fewer than t-1={t - 1} neighbours left to mask with"
                     if accused_it or accused_by.get(v):
                         reasons[v] += " after the pairs cut by accusations"
-                    else:
-                        self._innocent.add(v)
                 else:
                     continue
                 members.discard(v)
@@ -485,7 +505,10 @@ class SecAggServer:
             self._abort(f"only {len(shares)} shares of the {what}, threshold is {t}")
         found = reconstruct_checked(shares, t, is_secret)
         if found is None:
-            self.bad_dealers[owner] = f"the {what} could not be reconstructed from its shares"
+            self.bad_dealers[owner] = (
+                f"the {what} could not be reconstructed from its shares (it dealt inconsistently, "
+                f"or more than {(len(shares) - t) // 2} holders lied)"
+            )
             self._abort(
                 f"the {what} cannot be reconstructed: its {len(shares)} shares do not decode to the "
                 f"value it committed to in round 0 (client {owner} shared inconsistently, or more "
