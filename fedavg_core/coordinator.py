@@ -534,6 +534,9 @@ class Coordinator:
         current.report.misbehaving = {
             stable[local - 1]: reason for local, reason in sorted(current.secagg.misbehaving.items())
         }
+        current.report.suspects = {
+            stable[local - 1]: reason for local, reason in sorted(current.secagg.suspects.items())
+        }
 
     def _finish_round(self, now: float) -> list[Action]:
         current = self.round

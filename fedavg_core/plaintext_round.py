@@ -101,6 +101,11 @@ class PlaintextSum:
         """Members dropped for a bad upload, with why."""
         return {u: drop.reason for u, drop in self.dropped.items()}
 
+    @property
+    def suspects(self) -> dict[int, str]:
+        """None: the plaintext path has no shares or accusations to be unsure about."""
+        return {}
+
     def receive(self, message: object) -> None:
         """Take one upload. Never raises for anything a client may send."""
         sender = getattr(message, "sender", None)

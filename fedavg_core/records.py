@@ -44,10 +44,12 @@ class RoundReport:
         available: the sorted ids the cohort was drawn from, and ``selection_seed`` the seed:
             ``fedavg_core.select_cohort`` replays the selection from them.
         threshold: t of the round's SecAgg config.
-        misbehaving: clients (stable ids) caught breaking the protocol, with why
-            (``secagg.SecAggServer.misbehaving``: bad messages, exclusions after share-bundle
-            accusations, shares the decoder found wrong, secrets that could not be rebuilt).
-            Suspects, not proof; a caller may keep repeat offenders out of later rounds.
+        misbehaving: clients (stable ids) that provably broke the protocol, with why
+            (``secagg.SecAggServer.misbehaving``: a message they sent failed the server's
+            checks); a caller may keep repeat offenders out of later rounds.
+        suspects: clients involved in faults that cannot be pinned on one side
+            (``secagg.SecAggServer.suspects``: both ends of a share-bundle accusation, shares off
+            the decoded polynomial, secrets no decoding opened); for monitoring.
         aggregation: ``secure`` (SecAgg), or ``insecure plaintext`` (the debugging mode of
             ``fedavg_core.plaintext_round``: the server saw every update).
         epsilon: with distributed DP, the epsilon the run has spent up to and including this
@@ -80,6 +82,7 @@ class RoundReport:
     selection_seed: int | None = None
     threshold: int | None = None
     misbehaving: dict[int, str] = field(default_factory=dict)
+    suspects: dict[int, str] = field(default_factory=dict)
     aggregation: str = "secure"
     epsilon: float | None = None
     noise_stddev: float | None = None
@@ -95,5 +98,6 @@ class RoundReport:
         fields = dict(data)
         fields["dropped"] = [DropRecord(**d) for d in fields.get("dropped", [])]
         fields["misbehaving"] = {int(k): str(v) for k, v in fields.get("misbehaving", {}).items()}
+        fields["suspects"] = {int(k): str(v) for k, v in fields.get("suspects", {}).items()}
         fields["privacy_curves"] = [[float(x) for x in c] for c in fields.get("privacy_curves", [])]
         return cls(**fields)
