@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg.primitives import commitment, shamir
-from secagg.reconstruction import Reconstructed, reconstruct_checked
+from secagg.reconstruction import SUBSET_BUDGET, Reconstructed, reconstruct_checked
 from secagg.simulate import seeded_random_bytes
 
 from ._reference import SHAMIR_PRIME, poly_eval_mod
@@ -74,23 +74,72 @@ def test_wrong_shares_within_the_budget_are_decoded_around_and_named(
     assert found.wrong_holders == frozenset(wrong)
 
 
-def test_too_many_wrong_shares_give_none() -> None:
+@pytest.mark.parametrize(
+    ("n", "t", "wrong"),
+    [(4, 3, [1]), (4, 3, [4]), (5, 3, [1, 2]), (6, 3, [1, 2, 3]), (7, 4, [2, 5, 7]), (8, 3, [1, 3, 5, 7, 8])],
+)
+def test_wrong_shares_beyond_the_budget_are_left_out_while_t_are_right(
+    n: int, t: int, wrong: list[int]
+) -> None:
+    """More wrong shares than decoding corrects ((N - t) // 2) but at least t right: the
+    commitment-checked leave-out search finds t right shares and returns the true secret, naming
+    nobody (by majority the liars cannot be told from the honest). Wrong shares cost no more
+    than as many silent holders. Berlekamp-Welch alone cannot do it."""
+    assert (n - t) // 2 < len(wrong) <= n - t
+    secret, shares = _dealt(t, list(range(1, n + 1)), f"beyond/{n}/{t}/{wrong}")
+    moved = _moved(shares, {x: 1000 + 7 * x for x in wrong})
+    decoded = shamir.decode_with_errors(moved, t, (n - t) // 2)
+    assert decoded is None or decoded[0] != secret
+    found = reconstruct_checked(moved, t, Check(secret))
+    assert found == Reconstructed(secret, frozenset())
+
+
+@pytest.mark.parametrize(
+    ("n", "t", "wrong"), [(4, 3, [1, 2]), (5, 3, [1, 2, 3]), (5, 3, [3, 4, 5]), (7, 4, [1, 3, 5, 7])]
+)
+def test_fewer_than_t_right_shares_give_none(n: int, t: int, wrong: list[int]) -> None:
+    """Fewer than t right shares: every t-subset holds a wrong share (the shifts are chosen not
+    to cancel at 0), none opens the check, and the answer is None, never a wrong secret."""
+    assert n - len(wrong) < t
+    secret, shares = _dealt(t, list(range(1, n + 1)), f"too-many/{n}/{t}/{wrong}")
+    check = Check(secret)
+    assert reconstruct_checked(_moved(shares, {x: 1000 + 7 * x for x in wrong}), t, check) is None
+    # The lowest t, a few decodings (the error budget doubles), then the bounded search.
+    assert check.calls <= 1 + 8 + SUBSET_BUDGET
+
+
+def test_decoding_alone_still_fails_beyond_its_budget() -> None:
+    """``shamir.decode_with_errors`` is unchanged: two wrong shares of 5 with t=3 exceed its
+    budget of 1; it returns None or a polynomial that is not the secret (``test_shamir``), which
+    is why the server checks every result and searches past it."""
     secret, shares = _dealt(3, [1, 2, 3, 4, 5], "too-many")
-    assert reconstruct_checked(_moved(shares, {1: 1, 2: 2}), 3, Check(secret)) is None
+    decoded = shamir.decode_with_errors(_moved(shares, {1: 1, 2: 2}), 3, 1)
+    assert decoded is None or decoded[0] != secret
+    # ... while the checked reconstruction leaves shares 1 and 2 out and gets the secret.
+    assert reconstruct_checked(_moved(shares, {1: 1, 2: 2}), 3, Check(secret)) == Reconstructed(
+        secret, frozenset()
+    )
 
 
 def test_wrong_shares_on_another_polynomial_are_refused_by_the_check() -> None:
     """e + 1 liars put their shares on a polynomial g that agrees with t - 1 honest holders: the
-    decoder alone would return g's secret (``test_shamir``); the commitment check refuses it."""
+    decoder alone would return g's secret (``test_shamir``); the commitment check refuses it, and
+    the leave-out search finds t of the 4 right shares (1, 2, 6, 7): f's secret, nobody named.
+    When 6 and 7 lie on g too, every share lies on g (1 and 2 are on both): no t-subset opens the
+    check, and the answer is None rather than g's secret."""
     t, holders = 3, list(range(1, 8))  # budget (7 - 3) // 2 = 2
     f = [11, 22, 33]
     g = [13, (22 - 3) % SHAMIR_PRIME, 34]  # f + (x - 1)(x - 2)
     values = {x: poly_eval_mod(g if x in (3, 4, 5) else f, x, SHAMIR_PRIME) for x in holders}
     shares = {x: shamir.encode_element(y) for x, y in values.items()}
     assert shamir.decode_with_errors(shares, t, 2) is not None  # fooled
-    assert reconstruct_checked(shares, t, Check(shamir.encode_element(11))) is None
     # Even the lowest t shares (1, 2 right, 3 moved) lie on g: only the check tells them apart.
     assert shamir.reconstruct(shares, t) == shamir.encode_element(13)
+    right = shamir.encode_element(11)
+    assert reconstruct_checked(shares, t, Check(right)) == Reconstructed(right, frozenset())
+    all_on_g = {x: shamir.encode_element(poly_eval_mod(g, x, SHAMIR_PRIME)) for x in holders}
+    assert all_on_g[1] == shares[1] and all_on_g[2] == shares[2]
+    assert reconstruct_checked(all_on_g, t, Check(right)) is None
 
 
 def test_a_dealer_that_shared_inconsistently_gives_none() -> None:
@@ -111,7 +160,8 @@ def test_fewer_than_t_shares_are_refused() -> None:
 def test_never_a_wrong_secret(data: st.DataObject) -> None:
     """Any shares at all (wrong ones placed and valued by hypothesis, up to all of them): the
     answer is None or the committed secret, and the secret whenever the wrong shares are within
-    the budget (N - t) // 2."""
+    the budget (N - t) // 2, or leave at least t right shares and N - t <= 3 (where the leave-out
+    search tries every t-subset within ``SUBSET_BUDGET``)."""
     t = data.draw(st.integers(1, 4))
     n = data.draw(st.integers(t, t + 7))
     holders = data.draw(st.lists(st.integers(1, 500), min_size=n, max_size=n, unique=True))
@@ -119,7 +169,7 @@ def test_never_a_wrong_secret(data: st.DataObject) -> None:
     wrong = data.draw(st.sets(st.sampled_from(holders), max_size=n))
     shifts = {x: data.draw(st.integers(1, shamir.PRIME - 1)) for x in sorted(wrong)}
     found = reconstruct_checked(_moved(shares, shifts), t, Check(secret))
-    if len(wrong) <= (n - t) // 2:
+    if len(wrong) <= (n - t) // 2 or (len(wrong) <= n - t <= 3):
         assert found is not None
     if found is not None:
         assert found.secret == secret
