@@ -350,7 +350,8 @@ class SecAggServer:
         (a dealer of junk), or when fewer than t - 1 neighbours are left for it to mask with (an
         accuser of everyone); each exclusion can cause others, so this runs to a fixed point.
         So one malicious client can cut its own pairs and get itself excluded, but cannot
-        exclude an honest client unless more than k + 1 - t of that client's holders accuse it.
+        exclude an honest client unless more than k + 1 - t of that client's neighbours accuse it
+        or send it junk (as many as would have to go silent for the same effect).
         """
         t = self.config.threshold
         accused_by = {u: msg.accused for u, msg in self._responses.items() if isinstance(msg, BundleReport)}
@@ -507,17 +508,17 @@ class SecAggServer:
         if found is None:
             self.bad_dealers[owner] = (
                 f"the {what} could not be reconstructed from its shares (it dealt inconsistently, "
-                f"or more than {(len(shares) - t) // 2} holders lied)"
+                f"or more of its {len(shares)} holders lied than decoding could leave out)"
             )
             self._abort(
-                f"the {what} cannot be reconstructed: its {len(shares)} shares do not decode to the "
+                f"the {what} cannot be reconstructed: no t={t} of its {len(shares)} shares open the "
                 f"value it committed to in round 0 (client {owner} shared inconsistently, or more "
-                f"than {(len(shares) - t) // 2} holders sent wrong shares)"
+                f"holders sent wrong shares than decoding and a bounded search could leave out)"
             )
         for holder in found.wrong_holders:
             self.wrong_shares.setdefault(holder, set()).add(owner)
         if found.dealer_inconsistent:
-            self.bad_dealers.setdefault(owner, f"dealt the shares of its {what} on more than one polynomial")
+            self.bad_dealers.setdefault(owner, f"dealt its shares of the {what} on more than one polynomial")
         return found.secret
 
     def _drop(self, sender: int, reason: str) -> None:
