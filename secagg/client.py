@@ -8,10 +8,11 @@ moves to ``Round.ABORTED`` and reveals nothing more.
 
 Rules enforced here (DESIGN.md section 3): keys only from neighbours, valid and pairwise distinct
 (as curve points), signed in the active mode; share bundles only from neighbours in U1; a bundle
-that fails to open is reported (``BundleReport``) and its sender must then be excluded by the
-server, never masked with, never unmasked; at least t of its closed neighbourhood left at every
-round; in round 4 the server's survivor and dropped sets are disjoint, made of its U2 neighbours,
-and cover them, so it never reveals both shares of a client.
+that fails to open is reported (``BundleReport``), and the server must then cut that pair (or
+exclude the sender): the client never masks with it and never reveals a share of it; at least t
+of its closed neighbourhood left at every round (at unmasking: of the clients it masked with);
+in round 4 the server's survivor and dropped sets are disjoint, made of its U2 neighbours, and
+cover them, so it never reveals both shares of a client.
 """
 
 from __future__ import annotations
