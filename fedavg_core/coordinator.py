@@ -552,11 +552,8 @@ class Coordinator:
         except ValueError as exc:
             report.reason = f"the aggregate is not a sum of valid updates: {exc}"
             return self._close(report, current.start_vector, None, self._recipients())
-        self.vector = current.start_vector + self.settings.server_learning_rate * decoded.mean
-        report.status = "completed"
-        report.error_bound = decoded.error_bound
         report.total_weight = decoded.total_weight
-        return self._close(report, current.start_vector, np.asarray(decoded.mean), self._recipients())
+        return self._complete(current, decoded.mean, decoded.error_bound)
 
     def _finish_dp_round(self, current: _RoundState, dp: DPRound) -> list[Action]:
         assert self.privacy is not None and current.secagg.result is not None
@@ -569,12 +566,17 @@ class Coordinator:
         except ValueError as exc:
             report.reason = f"the aggregate is not a sum of valid DP updates: {exc}"
             return self._close(report, current.start_vector, None, self._recipients())
-        self.vector = current.start_vector + self.settings.server_learning_rate * decoded.mean
-        report.status = "completed"
-        report.error_bound = decoded.rounding_bound
         report.noise_stddev = decoded.noise_stddev
         report.total_weight = summed
-        return self._close(report, current.start_vector, np.asarray(decoded.mean), self._recipients())
+        return self._complete(current, decoded.mean, decoded.rounding_bound)
+
+    def _complete(self, current: _RoundState, mean: FloatVector, error_bound: float) -> list[Action]:
+        """Move the global model by the decoded mean update and close the round as completed."""
+        report = current.report
+        self.vector = current.start_vector + self.settings.server_learning_rate * mean
+        report.status = "completed"
+        report.error_bound = error_bound
+        return self._close(report, current.start_vector, np.asarray(mean), self._recipients())
 
     def _close(
         self,
