@@ -5,6 +5,7 @@ plaintext weighted mean of exactly its survivors within the quantization bound."
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 from federation_helpers import FixedTrainer, ZeroModel, plaintext_mean
@@ -14,31 +15,47 @@ from fedavg_core.cohort import CohortPolicy, select_cohort
 from transport.client import FederationClient
 from transport.records import RoundReport, ServerEvent
 from transport.server import FederationServer, FederationSettings, RoundOutcome
+from transport.tasks import TrainingSettings
 
 DIM = 16
+
+
+class GatedTrainer(FixedTrainer):
+    """Training in the gated rounds waits (at most ``GATE_SECONDS``) until the clients that join
+    during that round have registered, so they are available for the next round whatever the
+    machine's load."""
+
+    def __init__(self, update: np.ndarray, num_examples: int, gates: dict[int, threading.Event]) -> None:
+        super().__init__(update, num_examples)
+        self.gates = gates
+
+    def train(self, vector: np.ndarray, settings: TrainingSettings, round_number: int) -> ClientUpdate:
+        gate = self.gates.get(round_number)
+        if gate is not None:
+            gate.wait(GATE_SECONDS)
+        return super().train(vector, settings, round_number)
+
+
+GATE_SECONDS = 8.0  # below train_timeout: a gate that never opens fails the test, not the round
 
 
 def test_a_population_of_30_runs_cohorts_of_10_with_joins_and_leaves() -> None:
     rng = np.random.default_rng(9)
     ids = sorted(int(i) for i in rng.choice(50_000, size=30, replace=False) + 100)  # not 1..N
-    trainers = {i: FixedTrainer(rng.uniform(-1, 1, DIM), int(rng.integers(20, 300))) for i in ids}
+    joiners = {1: ids[20:25], 3: ids[25:]}  # join while round 1 (round 3) trains
+    gates = {number: threading.Event() for number in joiners}
+    trainers = {i: GatedTrainer(rng.uniform(-1, 1, DIM), int(rng.integers(20, 300)), gates) for i in ids}
     settings = FederationSettings(
         num_clients=30, rounds=5, cohort=10, selection_seed=4, clip=1.0,
         phase_timeout=10, train_timeout=10, wait_timeout=2,
     )  # fmt: skip
     outcomes: dict[int, RoundOutcome] = {}
     events: list[ServerEvent] = []
+    leavers: list[int] = []
 
     async def scenario() -> tuple[list[RoundReport], FederationServer]:
-        server = FederationServer(
-            ZeroModel(DIM),  # type: ignore[arg-type]
-            settings,
-            on_event=events.append,
-            on_round=lambda r, o: outcomes.__setitem__(r.round, o),
-        )
-        await server.start("127.0.0.1", 0)
-        url = f"ws://127.0.0.1:{server.port}"
         tasks: dict[int, asyncio.Task[object]] = {}
+        registered: set[int] = set()
 
         def join(client: int) -> None:
             tasks[client] = asyncio.create_task(
@@ -46,29 +63,38 @@ def test_a_population_of_30_runs_cohorts_of_10_with_joins_and_leaves() -> None:
             )
 
         def leave(client: int) -> None:
+            leavers.append(client)
             tasks.pop(client).cancel()  # the connection closes mid-whatever
 
+        def on_event(event: ServerEvent) -> None:
+            # Runs on the server's loop as the event happens, so every step lands in its round.
+            events.append(event)
+            if event.kind == "registered" and event.client is not None:
+                registered.add(event.client)
+                for number, group in joiners.items():
+                    if registered.issuperset(group):
+                        gates[number].set()
+            if event.kind != "round_start":
+                return
+            for client in joiners.get(event.round, []):
+                join(client)
+            current = server.coordinator.round
+            if event.round == 2 and current is not None:
+                leave(current.cohort.members[0])  # a cohort member leaves during training
+                leave(next(c for c in tasks if c not in current.cohort.members))  # a bystander
+
+        server = FederationServer(
+            ZeroModel(DIM),  # type: ignore[arg-type]
+            settings,
+            on_event=on_event,
+            on_round=lambda r, o: outcomes.__setitem__(r.round, o),
+        )
+        await server.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{server.port}"
         for client in ids[:20]:  # 20 at first; 10 more join later
             join(client)
-        run = asyncio.create_task(server.run())
         try:
-            round_starts = 0
-            while not run.done() and round_starts < 4:
-                await asyncio.sleep(0.05)
-                started = [e for e in events if e.kind == "round_start"]
-                if len(started) > round_starts:
-                    round_starts = len(started)
-                    current = server.coordinator.round
-                    if round_starts == 1:
-                        for client in ids[20:25]:  # join during round 1
-                            join(client)
-                    if round_starts == 2 and current is not None:
-                        leave(current.cohort.members[0])  # a cohort member leaves during training
-                        leave(next(c for c in tasks if c not in current.cohort.members))  # a bystander
-                    if round_starts == 3:
-                        for client in ids[25:]:
-                            join(client)
-            reports = await asyncio.wait_for(run, 120)
+            reports = await asyncio.wait_for(server.run(), 120)
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -101,6 +127,9 @@ def test_a_population_of_30_runs_cohorts_of_10_with_joins_and_leaves() -> None:
     second = reports[1]
     assert len(second.dropped) == 1 and second.dropped[0].client == second.participants[0]
     assert all(second.participants[0] not in r.participants for r in reports[2:])
-    # Late joiners were selected once they were available.
-    assert set(ids[20:]) & set().union(*cohorts[2:])
-    assert len(reports[0].available) >= 10 and max(len(r.available) for r in reports) > 20
+    # Late joiners are available from the round after they joined, and were selected.
+    assert set(joiners[1]) <= set(reports[1].available) and set(joiners[3]) <= set(reports[3].available)
+    assert not set(joiners[3]) & set(reports[2].available)
+    assert set(ids[20:]) & set().union(*cohorts[1:])
+    # The two leavers are in no later round's pool; everyone else is.
+    assert set(reports[4].available) == set(ids) - set(leavers)
