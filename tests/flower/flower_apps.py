@@ -7,6 +7,8 @@ compute the plaintext FedAvg aggregate of exactly the survivors the workflow rep
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,11 +69,12 @@ class DeterministicClient(NumPyClient):
         return out, client_examples(self.node_id), {"secret_metric": client_metric(self.node_id)}
 
 
-def _client_fn(context: Context) -> Any:
+def client_fn(context: Context) -> Any:
     return DeterministicClient(context.node_id).to_client()
 
 
-def _stage_counter(ctxt: Context, group: str) -> int:
+def stage_counter(ctxt: Context, group: str) -> int:
+    """How many fit messages of ``group`` (the server round) this node saw before this one."""
     record = ctxt.state.config_records.get("test.stages")
     count = int(record.get(group, 0)) if record is not None else 0  # type: ignore[arg-type]
     updated = ConfigRecord(dict(record) if record is not None else {})
@@ -89,15 +92,38 @@ class DropoutMod:
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type == MessageType.TRAIN:
-            stage = _stage_counter(ctxt, msg.metadata.group_id)
+            stage = stage_counter(ctxt, msg.metadata.group_id)
             plan = self.plan.get(int(msg.metadata.group_id), {})
             if plan.get(int(ctxt.node_config["partition-id"])) == stage:
                 raise RuntimeError(f"injected dropout at stage {stage}")
         return call_next(msg, ctxt)
 
 
+HANG_MARKER = "secagg-flower-test: hanging"
+HANG_SECONDS = 600.0  # a hanging node waits this long to be killed, then fails
+
+
+class HangMod:
+    """Outermost mod for the deployment engine: in round ``hang-round`` (run config) the node of
+    partition ``hang-partition`` prints ``HANG_MARKER`` with its node id and process id at its
+    ``hang-stage``-th fit message and stops answering, so that a test can kill it right there."""
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type == MessageType.TRAIN:
+            cfg = ctxt.run_config
+            stage = stage_counter(ctxt, msg.metadata.group_id)
+            planned = (cfg["hang-round"], cfg["hang-partition"], cfg["hang-stage"])
+            here = (int(msg.metadata.group_id), int(ctxt.node_config["partition-id"]), stage)
+            if planned == here:
+                # The ClientApp process writes to its SuperNode's output, which the test reads.
+                print(f"{HANG_MARKER} node={ctxt.node_id} stage={stage} pid={os.getpid()}", flush=True)
+                threading.Event().wait(HANG_SECONDS)
+                raise RuntimeError(f"node {ctxt.node_id} was not killed within {HANG_SECONDS} s")
+        return call_next(msg, ctxt)
+
+
 def client_app(drop_plan: Mapping[int, Mapping[int, int]]) -> ClientApp:
-    return ClientApp(client_fn=_client_fn, mods=[DropoutMod(drop_plan), secure_aggregation_mod])
+    return ClientApp(client_fn=client_fn, mods=[DropoutMod(drop_plan), secure_aggregation_mod])
 
 
 class RecordingWorkflow(SecureAggregationWorkflow):
@@ -147,19 +173,26 @@ class RecordingWorkflow(SecureAggregationWorkflow):
         self.after[r] = parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))
 
 
+def run_rounds(
+    grid: Grid, context: Context, workflow: SecureAggregationWorkflow, num_rounds: int, num_nodes: int
+) -> None:
+    """FedAvg over all ``num_nodes`` nodes (it waits for them) with ``workflow`` as fit workflow."""
+    strategy = FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=num_nodes,
+        min_available_clients=num_nodes,
+        initial_parameters=ndarrays_to_parameters(initial_arrays()),
+    )
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=num_rounds), strategy=strategy)
+    DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+
+
 def server_app(workflow: SecureAggregationWorkflow, num_rounds: int, num_nodes: int) -> ServerApp:
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(
-            fraction_fit=1.0,
-            fraction_evaluate=0.0,
-            min_fit_clients=num_nodes,
-            min_available_clients=num_nodes,
-            initial_parameters=ndarrays_to_parameters(initial_arrays()),
-        )
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=num_rounds), strategy=strategy)
-        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+        run_rounds(grid, context, workflow, num_rounds, num_nodes)
 
     return app

@@ -37,6 +37,7 @@ import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import log
 from flwr.server import Grid, LegacyContext
 from flwr.server.client_proxy import ClientProxy
@@ -104,6 +105,7 @@ class _RoundState:
     quantization: QuantizationConfig
     parameters: Parameters
     failures: list[BaseException] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)  # message id -> node id, current stage
 
 
 class SecureAggregationWorkflow:
@@ -276,7 +278,12 @@ class SecureAggregationWorkflow:
                 )
             )
         timeout = self.stage_timeouts.get(stage.value, self.timeout)
-        return list(grid.send_and_receive(messages, timeout=timeout))
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        # The grid gives each message its id when it pushes it: replies refer to it.
+        state.sent = {
+            m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id
+        }
+        return replies
 
     def _feed(
         self,
@@ -290,9 +297,9 @@ class SecureAggregationWorkflow:
         record, session = state.record, state.setup.session_id
         answered: set[int] = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
-            i = state.local_of.get(node)
-            if i is None or i not in outgoing or i in answered:
+            node = _answered_node(reply, state.sent)
+            i = state.local_of.get(node) if node is not None else None
+            if node is None or i is None or i not in outgoing or i in answered:
                 continue  # not asked in this stage (or a second reply): ignore
             answered.add(i)
             if reply.has_error():
@@ -349,6 +356,23 @@ class SecureAggregationWorkflow:
     def _note_server_drops(self, server: SecAggServer, state: _RoundState) -> None:
         for i, drop in server.dropped.items():
             self._drop(state, state.record.node_of[i], drop.round.value, drop.reason)
+
+
+def _answered_node(reply: Message, sent: Mapping[str, int]) -> int | None:
+    """The node a reply answers for (None: not a reply of this stage's nodes).
+
+    A node's own reply comes from it. In the deployment engine the SuperLink also answers on a
+    node's behalf, from ``SUPERLINK_NODE_ID``, with an error (``NODE_UNAVAILABLE`` when the
+    node shut down or stopped sending heartbeats while it held the message): that error belongs
+    to the node the request went to, found by ``reply_to_message_id``.
+    """
+    node = sent.get(reply.metadata.reply_to_message_id)
+    src = reply.metadata.src_node_id
+    if node is None:  # a grid that does not report message ids: trust the sender
+        return src
+    if src == node or (src == SUPERLINK_NODE_ID and reply.has_error()):
+        return node
+    return None
 
 
 def _last_line(text: str | None, limit: int = 300) -> str:
