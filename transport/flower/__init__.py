@@ -7,7 +7,9 @@ Two names replace Flower's SecAgg+::
 
 The workflow drives ``secagg.SecAggServer`` over Flower's Grid/Message API; the mod runs
 ``secagg.SecAggClient`` on the client's fit result. Messages are frames of ``transport.codec``
-inside Flower records. Works in the simulation engine (Ray) and the deployment engine alike.
+inside Flower records. Works in the simulation engine (Ray) and the deployment engine
+(SuperLink/SuperNode) alike; ``tests/flower/test_flower_simulation.py`` and
+``tests/flower/test_flower_deployment.py`` run both.
 """
 
 from .mod import SecAggMod, secure_aggregation_mod
