@@ -261,3 +261,37 @@ class SecAggConfig:
             1 if self.is_active else 0,
             float(self.collusion_fraction),
         )
+
+
+def threat_model_shortfall(
+    config: SecAggConfig, min_collusion_fraction: float, min_dropout_fraction: float
+) -> str | None:
+    """Why a client must refuse ``config`` under its own threat model, or None if it may join.
+
+    The server chooses gamma and delta, and a config is only checked against the values it
+    states. A client states the least it assumes: at least ``min_collusion_fraction`` of the
+    round's clients collude with the server (gamma sizes t, so a lower claim lowers t), and at
+    least ``min_dropout_fraction`` drop out (in SecAgg+, a k sized for fewer dropouts can leave the
+    honest survivors' graph disconnected, and the server then learns the sum of each part). Only
+    the security bounds count here; a config that is merely fragile at the client's delta (rounds
+    may fail for lack of shares) is the server's risk, not the client's.
+    """
+    gamma, delta = config.collusion_fraction, config.dropout_fraction
+    if gamma < min_collusion_fraction:
+        return (
+            f"the config assumes a collusion fraction of {gamma:.4g}, this client requires at "
+            f"least {min_collusion_fraction:.4g}"
+        )
+    if config.graph != "harary" or delta >= min_dropout_fraction:
+        return None  # the complete graph's rules do not depend on delta
+    assert config.degree is not None
+    assessment = assess_harary(
+        config.num_clients, config.degree, config.threshold, gamma, min_dropout_fraction, config.is_active
+    )
+    if assessment.secure:
+        return None
+    return (
+        f"the SecAgg+ graph is sized for a dropout fraction of {delta:.4g}; this client assumes at "
+        f"least {min_dropout_fraction:.4g}, and then {assessment.describe()} (the security bound "
+        f"is 2^-{SECURITY_BITS + 1} per event)"
+    )

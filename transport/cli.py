@@ -37,7 +37,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from secagg.config import MAX_CLIENTS
+from secagg.config import DEFAULT_DROPOUT_FRACTION, MAX_CLIENTS
 
 from . import audit
 from .apps import App, export_model, export_suffix
@@ -359,6 +359,15 @@ def client_parser() -> argparse.ArgumentParser:
         "(default: 1/3), so a server cannot lower the threshold by claiming that nobody colludes",
     )
     parser.add_argument(
+        "--min-dropout-fraction",
+        type=fraction,
+        default=DEFAULT_DROPOUT_FRACTION,
+        metavar="DELTA",
+        help="refuse SecAgg+ rounds whose graph is not secure if this fraction of the clients "
+        "drops out (default: %(default)s), so a server cannot shrink the graph by claiming that "
+        "nobody drops",
+    )
+    parser.add_argument(
         "--local-epochs", type=int_at_least(1), help="this client's own local epochs (default: the server's)"
     )
     parser.add_argument(
@@ -457,6 +466,7 @@ def make_client(args: argparse.Namespace, app: App | None = None) -> FederationC
             max_dp_epsilon=args.max_dp_epsilon,
             max_dp_delta=args.max_dp_delta,
             min_collusion_fraction=args.min_collusion_fraction,
+            min_dropout_fraction=args.min_dropout_fraction,
             allow_insecure_plaintext=args.allow_insecure_plaintext,
         )
     except ValueError as exc:

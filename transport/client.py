@@ -19,7 +19,9 @@ What a client checks in a ``RoundStart`` before it trains or reveals anything:
 - the session id in the envelope is the one the client computes from config, nonce and roster;
 - the config is valid (``SecAggConfig`` refuses unsafe thresholds), its collusion fraction is at
   least the client's own ``min_collusion_fraction`` (so the server cannot lower the threshold by
-  claiming that nobody colludes), and the round-local id it gives this client (``LOCAL_ID`` in
+  claiming that nobody colludes), a SecAgg+ graph stays secure at the client's own
+  ``min_dropout_fraction`` (so the server cannot shrink k by claiming that nobody drops), and the
+  round-local id it gives this client (``LOCAL_ID`` in
   the settings; a client's stable id stays the same, its SecAgg id is 1..n of each cohort) is in
   range;
 - in the active mode the round's roster lists this client's identity key under its round-local
@@ -56,6 +58,7 @@ from fedavg_core.dp_federation import DPTerms, split_settings
 from fedavg_core.plaintext_round import INSECURE_PLAINTEXT
 from fedavg_core.rotation import padded_dimension
 from secagg import AbortedError, LocalProtocolError, RoundSetup, SecAggClient
+from secagg.config import DEFAULT_DROPOUT_FRACTION, threat_model_shortfall
 from secagg.messages import MaskedInput
 from secagg.primitives import signatures
 
@@ -138,6 +141,9 @@ class FederationClient:
             (the app's name, its initial model, the clip/bits/weight cap it expects); None: not
             declared, the server's is accepted. The model dimension is always declared.
         min_collusion_fraction: refuse rounds whose config assumes fewer colluders than this.
+        min_dropout_fraction: refuse SecAgg+ rounds whose graph is not secure if this fraction of
+            the clients drops out (the server's own delta may be lower; see
+            ``secagg.config.threat_model_shortfall``).
         backoff_initial, backoff_max: reconnection delays (seconds, doubled, with jitter).
         give_up_after: stop after this many seconds without a registered connection.
         on_update: called with (round, update) after local training (the demo's audit hook).
@@ -163,6 +169,7 @@ class FederationClient:
         initial_vector: FloatVector | None = None,
         quantization: QuantizationTerms | None = None,
         min_collusion_fraction: float = 1 / 3,
+        min_dropout_fraction: float = DEFAULT_DROPOUT_FRACTION,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         give_up_after: float = 60.0,
@@ -202,6 +209,7 @@ class FederationClient:
         self.identity_key = identity_key
         self.roster = dict(roster) if roster is not None else None
         self.min_collusion_fraction = min_collusion_fraction
+        self.min_dropout_fraction = min_dropout_fraction
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.give_up_after = give_up_after
@@ -382,11 +390,9 @@ class FederationClient:
             raise RoundRefused(f"the round start gives no round-local id ({LOCAL_ID!r})")
         if not 1 <= local_id <= config.num_clients:
             raise RoundRefused(f"round-local id {local_id} is outside 1..{config.num_clients}")
-        if config.collusion_fraction < self.min_collusion_fraction:
-            raise RoundRefused(
-                f"the config assumes a collusion fraction of {config.collusion_fraction:.4g}, "
-                f"this client requires at least {self.min_collusion_fraction:.4g}"
-            )
+        shortfall = threat_model_shortfall(config, self.min_collusion_fraction, self.min_dropout_fraction)
+        if shortfall is not None:
+            raise RoundRefused(shortfall)
         if self.identity_key is not None:
             if not config.is_active or start.roster is None:
                 raise RoundRefused("this client takes part only in active-mode rounds")

@@ -251,6 +251,7 @@ class Demo:
         if a.dp_epsilon is not None:  # the clients require DP with at most the demo's epsilon
             argv += ["--max-dp-epsilon", repr(a.dp_epsilon)]
         argv += ["--min-collusion-fraction", repr(a.collusion_fraction)]  # the demo's own threat model
+        argv += ["--min-dropout-fraction", repr(a.dropout_fraction)]
         return argv
 
     def _in_process_client(self, client_id: int) -> FederationClient:
@@ -270,6 +271,7 @@ class Demo:
             on_update=lambda r, u: audit.write_update(directory, r, client_id, u),
             max_dp_epsilon=self.args.dp_epsilon,
             min_collusion_fraction=self.args.collusion_fraction,
+            min_dropout_fraction=self.args.dropout_fraction,
         )
 
     def _start_client(self, slot: _ClientSlot) -> None:

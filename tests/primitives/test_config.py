@@ -18,7 +18,7 @@ from fractions import Fraction
 import pytest
 
 from secagg import find_parameters
-from secagg.config import MAX_CLIENTS, SecAggConfig, SecurityMode
+from secagg.config import MAX_CLIENTS, SecAggConfig, SecurityMode, threat_model_shortfall
 from secagg.parameters import assess_harary
 from secagg.primitives.field import DEFAULT_MODULUS, SUPPORTED_PRIMES
 
@@ -332,3 +332,50 @@ def test_a_harary_degree_too_small_for_any_threshold_says_so_and_suggests_one() 
     ) as info:
         SecAggConfig(1000, vector_length=3, graph="harary", degree=10)
     assert "find_parameters(1000" in str(info.value) and "k=106, t=75" in str(info.value)
+
+
+# -- a client's own threat model (threat_model_shortfall) -------------------------------------
+
+
+def sized_for(dropout_fraction: float) -> SecAggConfig:
+    """The finder's SecAgg+ round of 200 clients, gamma = 0.05, for the given delta."""
+    return SecAggConfig(
+        200, vector_length=5, graph="harary", collusion_fraction=0.05, dropout_fraction=dropout_fraction
+    )
+
+
+def test_a_client_refuses_a_secagg_plus_graph_sized_for_fewer_dropouts_than_it_assumes() -> None:
+    # A server that claims nobody drops gets a far smaller k (12 instead of 24 here); with 10%
+    # dropping, the honest survivors' graph may fall apart and the server learns partial sums.
+    claimed = sized_for(dropout_fraction=0.0)
+    honest = sized_for(dropout_fraction=0.1)
+    assert claimed.degree is not None and honest.degree is not None and claimed.degree < honest.degree
+    reason = threat_model_shortfall(claimed, 0.05, 0.1)
+    assert reason is not None
+    assert "sized for a dropout fraction of 0;" in reason and "at least 0.1" in reason
+    assert "P(honest survivors disconnected) <= 2^-" in reason and f"k={claimed.degree}" in reason
+    assert threat_model_shortfall(claimed, 0.05, 0.0) is None  # the client's own delta is 0
+    assert threat_model_shortfall(honest, 0.05, 0.1) is None
+    # A graph sized for more dropouts than the client assumes is fine.
+    assert threat_model_shortfall(honest, 0.05, 0.05) is None
+
+
+def test_a_graph_secure_at_the_clients_delta_is_accepted_though_fragile_there() -> None:
+    # k and t explicit: secure when 10% drop (the security events stay within 2^-41), but too
+    # fragile at 10% for the server's liking; only the server's rounds suffer, so the client joins.
+    claimed = sized_for(dropout_fraction=0.0)
+    assert claimed.degree is not None and claimed.threshold is not None
+    k = claimed.degree + 10
+    fragile = assess_harary(200, k, claimed.threshold, 0.05, 0.1)
+    assert fragile.secure and not fragile.correct
+    config = SecAggConfig(
+        200, claimed.threshold, 5, graph="harary", degree=k, collusion_fraction=0.05, dropout_fraction=0.0
+    )
+    assert threat_model_shortfall(config, 0.05, 0.1) is None
+
+
+def test_the_complete_graph_does_not_depend_on_the_clients_delta_but_on_its_gamma() -> None:
+    config = SecAggConfig(10, vector_length=5, collusion_fraction=0.1, dropout_fraction=0.0)
+    assert threat_model_shortfall(config, 0.1, 0.5) is None
+    reason = threat_model_shortfall(config, 1 / 3, 0.0)
+    assert reason == "the config assumes a collusion fraction of 0.1, this client requires at least 0.3333"

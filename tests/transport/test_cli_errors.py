@@ -129,6 +129,8 @@ def test_threat_model_fractions_outside_0_1_exit_2() -> None:
     assert_one_line(run("server", *APP, "--dropout-fraction", "-0.1"), 2, "--dropout-fraction", "[0, 1)")
     result = run("client", *APP, "--id", "1", "--min-collusion-fraction", "1")
     assert_one_line(result, 2, "--min-collusion-fraction", "[0, 1)")
+    result = run("client", *APP, "--id", "1", "--min-dropout-fraction", "1")
+    assert_one_line(result, 2, "--min-dropout-fraction", "[0, 1)")
 
 
 def test_a_harary_degree_unsafe_for_the_threat_model_exits_2_naming_the_probability() -> None:

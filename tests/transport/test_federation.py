@@ -158,6 +158,10 @@ def round_start(nonce: bytes, **changes: object) -> tuple[Frame, RoundStart]:
     "change, problem",
     [
         ({"config": SecAggConfig(5, 2, 5, collusion_fraction=0.1)}, "collusion fraction of 0.1"),
+        (  # SecAgg+ sized as if nobody dropped: k=30 for n=200, where 10% dropping needs k=66
+            {"config": SecAggConfig(200, vector_length=5, graph="harary", dropout_fraction=0.0)},
+            "sized for a dropout fraction of 0; this client assumes at least 0.1",
+        ),
         ({"config": SecAggConfig(5, 3, 3)}, "vector length 3"),
         ({"parameters": np.full(4, np.nan)}, "NaN"),
         ({"quantization": "small"}, "headroom for 2 clients"),
