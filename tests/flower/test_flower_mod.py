@@ -121,6 +121,39 @@ def test_a_setup_frame_with_parameters_or_a_mismatched_quantization_is_refused()
         assert reply.has_error() and why in (reply.error.reason or "")
 
 
+@pytest.mark.parametrize(
+    "claimed, why",
+    [
+        ({"collusion_fraction": 0.1}, "collusion fraction of 0.1, this client requires at least 0.3333"),
+        (  # SecAgg+ sized as if nobody dropped: k=30 for 200 nodes, where 10% dropping needs 66
+            {"graph": "harary", "dropout_fraction": 0.0},
+            "sized for a dropout fraction of 0; this client assumes at least 0.1",
+        ),
+    ],
+)
+def test_a_round_below_the_nodes_threat_model_is_refused_before_round_0(
+    claimed: dict[str, object], why: str
+) -> None:
+    n = 200
+    quant = QuantizationConfig.for_clients(n, 1.0, max_weight=10, bits=16)
+    config = SecAggConfig(num_clients=n, vector_length=6, modulus=quant.modulus, **claimed)  # type: ignore[arg-type]
+    frame, _ = _setup_frame(config)
+    ctxt = _context()
+    reply = SecAggMod()(_message(frame_content(frame, client_id=3)), ctxt, _NoTraining())
+    assert reply.has_error() and why in (reply.error.reason or "")
+    assert STATE_KEY not in ctxt.state.config_records  # no round started, no key sent
+    # A node that assumes the server's own threat model joins the same round.
+    lenient = SecAggMod(min_collusion_fraction=0.1, min_dropout_fraction=0.0)
+    assert not lenient(_message(frame_content(frame, client_id=3)), _context(), _NoTraining()).has_error()
+
+
+def test_mod_limits_outside_their_range_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"min_dropout_fraction must be in \[0, 1\)"):
+        SecAggMod(min_dropout_fraction=1.0)
+    with pytest.raises(ValueError, match=r"min_collusion_fraction must be in \[0, 1\)"):
+        SecAggMod(min_collusion_fraction=-0.1)
+
+
 def test_records_refuse_malformed_content() -> None:
     content = RecordDict()
     content.config_records[RECORD_KEY] = ConfigRecord({"frame": "not bytes"})

@@ -1,7 +1,7 @@
 """The ClientApp mod: a drop-in for ``flwr.client.mod.secaggplus_mod``.
 
-``ClientApp(client_fn=..., mods=[secure_aggregation_mod])`` makes a Flower client answer ``SecAggWorkflow``.
-Each fit message from the workflow carries one frame of this project's codec
+``ClientApp(client_fn=..., mods=[secure_aggregation_mod])`` makes a Flower client answer
+``SecureAggregationWorkflow``. Each fit message from the workflow carries one frame of this project's codec
 (``transport.flower.records``); the mod decodes it, feeds it to ``secagg.SecAggClient`` and
 answers with the client's next frame:
 
@@ -34,7 +34,7 @@ from flwr.common.constant import ErrorCode
 
 from fedavg_core.weighting import encode_weighted_update
 from secagg import AbortedError, LocalProtocolError, Round, RoundSetup, SecAggClient
-from secagg.config import MAX_VECTOR_LENGTH
+from secagg.config import DEFAULT_DROPOUT_FRACTION, MAX_VECTOR_LENGTH, threat_model_shortfall
 from secagg.messages import ServerMessage
 from secagg.primitives.field import FieldVector
 
@@ -62,13 +62,32 @@ class SecAggMod:
         max_parameters: the largest model (number of parameters) this client accepts a round
             for; bounds what it decodes before knowing the round.
         max_clients: the largest round (n) it accepts.
+        min_collusion_fraction: refuse rounds whose config assumes fewer colluders than this
+            (the server's gamma sizes t; a lower claim lowers it).
+        min_dropout_fraction: refuse SecAgg+ rounds whose graph is not secure when this fraction
+            of the nodes drops out (``secagg.config.threat_model_shortfall``).
     """
 
-    def __init__(self, *, max_parameters: int = MAX_VECTOR_LENGTH - 1, max_clients: int = 1 << 16) -> None:
+    def __init__(
+        self,
+        *,
+        max_parameters: int = MAX_VECTOR_LENGTH - 1,
+        max_clients: int = 1 << 16,
+        min_collusion_fraction: float = 1 / 3,
+        min_dropout_fraction: float = DEFAULT_DROPOUT_FRACTION,
+    ) -> None:
         if not 1 <= max_parameters < MAX_VECTOR_LENGTH:
             raise ValueError(f"max_parameters must be in [1, {MAX_VECTOR_LENGTH - 1}], got {max_parameters}")
+        for name, value in (
+            ("min_collusion_fraction", min_collusion_fraction),
+            ("min_dropout_fraction", min_dropout_fraction),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         self.max_parameters = max_parameters
         self.max_clients = max_clients
+        self.min_collusion_fraction = min_collusion_fraction
+        self.min_dropout_fraction = min_dropout_fraction
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         """Handle one message (see the module docstring)."""
@@ -93,7 +112,7 @@ class SecAggMod:
         except RecordError:
             raise Refused(
                 "a fit request without secure aggregation: this client sends its update only "
-                "masked (run the server with SecAggWorkflow)"
+                "masked (run the server with SecureAggregationWorkflow)"
             ) from None
         if record.client_id is not None:
             return self._start(record.frame, record.client_id, ctxt)
@@ -149,6 +168,9 @@ class SecAggMod:
             raise Refused(
                 f"round of {config.num_clients} clients exceeds this client's limit {self.max_clients}"
             )
+        shortfall = threat_model_shortfall(config, self.min_collusion_fraction, self.min_dropout_fraction)
+        if shortfall is not None:
+            raise Refused(shortfall)
         setup = RoundSetup(config, start.nonce)
         client = SecAggClient(setup, client_id, random_bytes=os.urandom)
         reply = client.start()
