@@ -36,7 +36,8 @@ Decisions the design left open:
 - A cut-off client may reconnect and join a later round; nothing is banned for good.
 - Registration (``_register``): the identity proof first (active mode; the roster file is
   re-read when an id not enrolled registers), then the client's terms against ``terms`` (task,
-  dimension, initial-model digest, quantization), the id, ``max_population``. Refusals close with
+  dimension, initial-model digest, quantization), the id, ``max_population``; at most
+  ``max_registering`` connections may be registering at once. Refusals close with
   a code the client sorts into permanent (4002, 4003, 1007, 1008: it exits) and transient
   (4001, 1013, 4000: it retries); a mismatch's reason names the field and both values.
 """
@@ -146,6 +147,9 @@ class FederationSettings:
         hello_timeout: seconds a new connection has to register.
         max_population: refuse registrations (close code 1013, try again later) while this
             many clients are connected (None: no cap).
+        max_registering: connections that may be registering at once (challenge sent, no hello
+            yet, each for at most ``hello_timeout``); more are closed at once with 1013 (try again
+            later), so a flood of silent connections cannot hold unbounded server memory.
         min_clients: start a round as soon as this many are connected (None: all N, or the
             over-selected cohort) ...
         wait_timeout: ... or when this many seconds passed and at least the minimum (t for N,
@@ -181,6 +185,7 @@ class FederationSettings:
     train_timeout: float = 120.0
     hello_timeout: float = 10.0
     max_population: int | None = None
+    max_registering: int = 1024
     min_clients: int | None = None
     wait_timeout: float = 30.0
     insecure_plaintext: bool = False
@@ -202,6 +207,8 @@ class FederationSettings:
                 raise ValueError(f"{name} must be positive")
         if self.max_population is not None and self.max_population < 1:
             raise ValueError(f"max_population must be positive, got {self.max_population}")
+        if self.max_registering < 1:
+            raise ValueError(f"max_registering must be positive, got {self.max_registering}")
         if self.min_clients is not None and not 2 <= self.min_clients <= self.largest_round():
             raise ValueError(f"min_clients must be in 2..{self.largest_round()}, got {self.min_clients}")
         self.cohort_policy()  # validates cohort, fraction, over-selection
@@ -385,6 +392,7 @@ class FederationServer:
         )
         self.initial_accuracy = model.evaluate(vector)
         self._connections: dict[int, _Connection] = {}
+        self._registering = 0  # connections between accept and a decided hello
         self._outbox: list[_Op] = []
         self._changed = asyncio.Event()
         self._server: Server | None = None
@@ -663,7 +671,15 @@ class FederationServer:
     # -- connections ----------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        connection = await self._register(ws)
+        cap = self.settings.max_registering
+        if self._registering >= cap:
+            await self._refuse(ws, CloseCode.TRY_AGAIN, f"server busy: {cap} connections registering")
+            return
+        self._registering += 1
+        try:
+            connection = await self._register(ws)
+        finally:
+            self._registering -= 1
         if connection is None:
             return
         loop = asyncio.get_running_loop()

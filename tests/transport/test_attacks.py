@@ -10,6 +10,8 @@
   key and the loader keeps another;
 - identity keys and the self-signed TLS key are never world-readable, not even between write and
   chmod, and writing one does not follow a planted symlink;
+- a flood of connections that never say hello cannot hold unbounded server memory: at most
+  ``max_registering`` may be registering at once, the rest are told to try again later (1013);
 - a client that plays round 0 honestly and then sends share bundles of random bytes used to make
   every honest neighbour abort, so every round aborted; now its recipients report it, the server
   excludes it, and every round completes without it.
@@ -36,13 +38,13 @@ from websockets.exceptions import ConnectionClosed
 from secagg.messages import BUNDLE_SIZE, KeyList, ShareKeys
 from transport.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from transport.client import FederationClient, _ActiveRound
-from transport.codec import encode
+from transport.codec import FrameLimits, decode_from_server, encode
 from transport.errors import CloseCode
 from transport.identity import generate_identities, load_roster
 from transport.records import ServerEvent
 from transport.server import FederationServer, FederationSettings
 from transport.tls import generate_self_signed
-from transport.wire import Hello
+from transport.wire import Challenge, Hello
 
 BIG_DIMENSION = 100_000  # the server's frame limit is then about 800 kB
 
@@ -246,3 +248,44 @@ def test_the_round_report_names_the_excluded_junk_sender() -> None:
         # misbehaving: the attacker's messages were well-formed.
         assert set(report.suspects) == set(range(1, JUNK_ATTACKER + 1))
         assert report.misbehaving == {}
+
+
+def test_connections_beyond_max_registering_are_told_to_try_again_later() -> None:
+    settings = FederationSettings(
+        num_clients=2, rounds=1, max_registering=2, hello_timeout=60, wait_timeout=600
+    )
+
+    async def scenario() -> tuple[int, str, object]:
+        server = FederationServer(ZeroModel(4), settings)  # type: ignore[arg-type]
+        await server.start()
+        url = f"ws://127.0.0.1:{server.port}"
+        try:
+            async with connect(url) as first, connect(url) as second:
+                await first.recv()  # challenges: both are now registering, and stay silent
+                await second.recv()
+                async with connect(url) as third:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await asyncio.wait_for(third.recv(), 10)
+            assert closed.value.rcvd is not None
+            code, reason = closed.value.rcvd.code, closed.value.rcvd.reason
+            # The two silent peers left: their places are free again.
+            for _ in range(500):
+                if server._registering == 0:
+                    break
+                await asyncio.sleep(0.02)
+            async with connect(url) as fourth:
+                challenge = decode_from_server(
+                    await asyncio.wait_for(fourth.recv(), 10), FrameLimits.for_client(4)
+                )
+            return code, reason, challenge.message
+        finally:
+            await server.stop()
+
+    code, reason, message = asyncio.run(scenario())
+    assert code == CloseCode.TRY_AGAIN and reason == "server busy: 2 connections registering"
+    assert isinstance(message, Challenge)
+
+
+def test_max_registering_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_registering must be positive, got 0"):
+        FederationSettings(num_clients=2, rounds=1, max_registering=0)
