@@ -3,7 +3,7 @@
 
     python3 dev.py demo [ARGS...]   # set up, then run the demo federation
     python3 dev.py test [ARGS...]   # set up, then run the whole test suite (pytest ARGS)
-    python3 dev.py check            # set up, then ruff, mypy and the docs site (mkdocs --strict)
+    python3 dev.py check            # set up, then ruff (lint, format), mypy, docs (mkdocs --strict)
     python3 dev.py bench [ARGS...]  # set up, then python -m benchmarks.round ARGS
 
 The virtualenv lives in .venv (override with SECAGG_VENV). It is created once and reinstalled
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("SECAGG_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
+PYTHON_DIRS = ("secagg", "fedavg_core", "transport", "tests", "benchmarks", "examples", "dev.py")
 TORCH = "torch==2.13.0"
 
 
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> int:
             run(PY, "-m", "pytest", *rest)
         elif command == "check":
             run(BIN / "ruff", "check", ".")
+            run(BIN / "ruff", "format", "--check", *PYTHON_DIRS)
             run(BIN / "mypy")
             run(BIN / "mkdocs", "build", "--strict", "--site-dir", VENV / "site")  # the docs site
         elif command == "bench":

@@ -77,9 +77,7 @@ class AggregateResult:
 class Aggregator(Protocol):
     """Turns the round's client updates into their weighted mean."""
 
-    def aggregate(
-        self, updates: Sequence[ClientUpdate], rng: np.random.Generator
-    ) -> AggregateResult:
+    def aggregate(self, updates: Sequence[ClientUpdate], rng: np.random.Generator) -> AggregateResult:
         """The weighted mean of ``updates``; ``rng`` supplies any randomness the method needs."""
         ...
 
@@ -105,9 +103,7 @@ class PlaintextAggregator:
     clip: float | None = None
     max_weight: int | None = None
 
-    def aggregate(
-        self, updates: Sequence[ClientUpdate], rng: np.random.Generator
-    ) -> AggregateResult:
+    def aggregate(self, updates: Sequence[ClientUpdate], rng: np.random.Generator) -> AggregateResult:
         """``sum(w_i * clip(x_i)) / sum(w_i)``; ``rng`` is unused (the mean is exact)."""
         del rng
         _check_updates(updates)
@@ -214,9 +210,7 @@ class SecureAggregator:
         # A majority of the k clients, or more if the security mode needs it.
         return config(min(num_clients, max(num_clients // 2 + 1, safe)))
 
-    def aggregate(
-        self, updates: Sequence[ClientUpdate], rng: np.random.Generator
-    ) -> AggregateResult:
+    def aggregate(self, updates: Sequence[ClientUpdate], rng: np.random.Generator) -> AggregateResult:
         """Encode on each client, sum securely, decode. ``rng`` drives the stochastic rounding
         (one child generator per client) and, if ``reproducible``, seeds the simulated protocol.
 

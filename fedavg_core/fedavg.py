@@ -70,18 +70,14 @@ class FedAvgConfig:
         if not 0.0 < self.learning_rate_decay <= 1.0:
             raise ValueError(f"learning_rate_decay must be in (0, 1], got {self.learning_rate_decay}")
         if not self.server_learning_rate > 0:
-            raise ValueError(
-                f"server_learning_rate must be positive, got {self.server_learning_rate}"
-            )
+            raise ValueError(f"server_learning_rate must be positive, got {self.server_learning_rate}")
         if self.min_clients < 1:
             raise ValueError(f"min_clients must be >= 1, got {self.min_clients}")
 
     def clients_per_round(self, num_clients: int) -> int:
         """m = max(round(C * K), min_clients), at most K."""
         if self.min_clients > num_clients:
-            raise ValueError(
-                f"min_clients={self.min_clients} exceeds the {num_clients} available clients"
-            )
+            raise ValueError(f"min_clients={self.min_clients} exceeds the {num_clients} available clients")
         return min(num_clients, max(round(self.client_fraction * num_clients), self.min_clients))
 
     def round_learning_rate(self, round_number: int) -> float:

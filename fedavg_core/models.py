@@ -94,9 +94,7 @@ def check_training_args(
         raise ValueError(f"proximal_mu (FedProx mu) must be finite and >= 0, got {proximal_mu!r}")
 
 
-def minibatches(
-    num_examples: int, batch_size: int | None, rng: np.random.Generator
-) -> Iterator[IntArray]:
+def minibatches(num_examples: int, batch_size: int | None, rng: np.random.Generator) -> Iterator[IntArray]:
     """One epoch of shuffled minibatch indices; ``batch_size=None`` gives the whole set at once."""
     order = rng.permutation(num_examples)
     size = num_examples if batch_size is None else batch_size
@@ -127,8 +125,7 @@ class LogisticRegression:
     def __post_init__(self) -> None:
         if self.num_features < 1 or self.num_classes < 2:
             raise ValueError(
-                f"need num_features >= 1 and num_classes >= 2, got {self.num_features}, "
-                f"{self.num_classes}"
+                f"need num_features >= 1 and num_classes >= 2, got {self.num_features}, {self.num_classes}"
             )
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2}")
@@ -137,9 +134,7 @@ class LogisticRegression:
     def spec(self) -> VectorSpec:
         """``weight`` then ``bias``, float64."""
         d, k = self.num_features, self.num_classes
-        return VectorSpec(
-            (TensorSpec("weight", (d, k), "float64"), TensorSpec("bias", (k,), "float64"))
-        )
+        return VectorSpec((TensorSpec("weight", (d, k), "float64"), TensorSpec("bias", (k,), "float64")))
 
     def initial_vector(self) -> FloatVector:
         """The zero model."""

@@ -17,8 +17,7 @@ def _check_clients(num_clients: int, num_examples: int) -> None:
         raise ValueError(f"num_clients must be an int, got {num_clients!r}")
     if not 1 <= num_clients <= num_examples:
         raise ValueError(
-            f"num_clients must be in [1, {num_examples}] (one example each at least), "
-            f"got {num_clients}"
+            f"num_clients must be in [1, {num_examples}] (one example each at least), got {num_clients}"
         )
 
 

@@ -86,8 +86,7 @@ def check_headroom(num_clients: int, bits: int, modulus: int, max_weight: int = 
     what = (
         f"bit width {bits} (largest quantized magnitude {level})"
         if level >= weight
-        else f"max_weight {weight} (larger than the largest quantized magnitude {level} at bit "
-        f"width {bits})"
+        else f"max_weight {weight} (larger than the largest quantized magnitude {level} at bit width {bits})"
     )
     fit = max_clients(bits, modulus, weight)
     try:
@@ -197,9 +196,7 @@ class QuantizationConfig:
         modulus: int | None = None,
     ) -> QuantizationConfig:
         """A configuration for ``num_clients`` with ``safe_parameters`` filling in bits/modulus."""
-        bits, modulus = safe_parameters(
-            num_clients, max_weight=max_weight, bits=bits, modulus=modulus
-        )
+        bits, modulus = safe_parameters(num_clients, max_weight=max_weight, bits=bits, modulus=modulus)
         return cls(clip, bits, modulus, num_clients, max_weight)
 
     @property

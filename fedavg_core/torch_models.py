@@ -49,18 +49,14 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _federated_buffers(
-    module: torch.nn.Module, buffers: BufferPolicy
-) -> list[tuple[str, torch.Tensor]]:
+def _federated_buffers(module: torch.nn.Module, buffers: BufferPolicy) -> list[tuple[str, torch.Tensor]]:
     if buffers not in ("float", "none"):
         raise ValueError(f"buffers must be 'float' or 'none', got {buffers!r}")
     if buffers == "none":
         return []
     persistent = set(module.state_dict(keep_vars=True))
     return [
-        (name, buf)
-        for name, buf in module.named_buffers()
-        if name in persistent and buf.is_floating_point()
+        (name, buf) for name, buf in module.named_buffers() if name in persistent and buf.is_floating_point()
     ]
 
 
@@ -68,8 +64,7 @@ def module_spec(module: torch.nn.Module, buffers: BufferPolicy = "float") -> Vec
     """The layout of ``module_to_vector(module, buffers)``: parameters, then federated buffers."""
     _import_torch()
     entries = [
-        TensorSpec(name, tuple(p.shape), _dtype_name(p.dtype))
-        for name, p in module.named_parameters()
+        TensorSpec(name, tuple(p.shape), _dtype_name(p.dtype)) for name, p in module.named_parameters()
     ]
     entries += [
         TensorSpec(name, tuple(b.shape), _dtype_name(b.dtype), buffer=True)
@@ -105,9 +100,7 @@ def module_to_vector(module: torch.nn.Module, buffers: BufferPolicy = "float") -
     return out
 
 
-def vector_to_module(
-    vector: FloatVector, module: torch.nn.Module, buffers: BufferPolicy = "float"
-) -> None:
+def vector_to_module(vector: FloatVector, module: torch.nn.Module, buffers: BufferPolicy = "float") -> None:
     """Load a vector made by ``module_to_vector`` into ``module`` (in place), exactly.
 
     Parameters are restored with ``vector_to_parameters``, one call per run of parameters that
@@ -133,9 +126,7 @@ def vector_to_module(
             ):
                 j += 1
             count = sum(p.numel() for p in params[i:j])
-            chunk = torch.tensor(
-                flat[start : start + count], dtype=params[i].dtype, device=params[i].device
-            )
+            chunk = torch.tensor(flat[start : start + count], dtype=params[i].dtype, device=params[i].device)
             vector_to_parameters(chunk, params[i:j])
             start += count
             i = j

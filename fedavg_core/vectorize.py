@@ -97,9 +97,7 @@ def _check_exact(name: str, array: npt.NDArray[np.generic]) -> None:
             raise ValueError(f"array {name!r}: dtype {dtype} does not round-trip through float64")
     elif dtype.kind in "iu":
         if array.size and max(abs(int(array.min())), abs(int(array.max()))) > MAX_EXACT_INT:
-            raise ValueError(
-                f"array {name!r}: integers beyond 2**53 do not round-trip through float64"
-            )
+            raise ValueError(f"array {name!r}: integers beyond 2**53 do not round-trip through float64")
     elif dtype.kind != "b":
         raise ValueError(f"array {name!r}: unsupported dtype {dtype} (need float, int or bool)")
 
@@ -116,9 +114,7 @@ def array_spec(arrays: Mapping[str, npt.ArrayLike] | Sequence[npt.ArrayLike]) ->
         raise ValueError(f"expected a mapping or a sequence of arrays, got {type(arrays).__name__}")
     for name, array in items:
         _check_exact(name, array)
-    return VectorSpec(
-        tuple(TensorSpec(name, tuple(a.shape), a.dtype.name) for name, a in items), keyed
-    )
+    return VectorSpec(tuple(TensorSpec(name, tuple(a.shape), a.dtype.name) for name, a in items), keyed)
 
 
 def flatten_arrays(
@@ -148,9 +144,7 @@ def vector_to_arrays(vector: npt.ArrayLike, spec: VectorSpec) -> list[npt.NDArra
     """Split a flat vector back into fresh arrays with the spec's shapes and dtypes, in order."""
     flat = spec.check_vector(vector)
     offsets = spec.offsets()
-    return [
-        _restore(flat[offsets[i] : offsets[i + 1]], entry) for i, entry in enumerate(spec.entries)
-    ]
+    return [_restore(flat[offsets[i] : offsets[i + 1]], entry) for i, entry in enumerate(spec.entries)]
 
 
 def vector_to_dict(vector: npt.ArrayLike, spec: VectorSpec) -> dict[str, npt.NDArray[np.generic]]:

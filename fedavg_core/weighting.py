@@ -74,9 +74,7 @@ class WeightedMean:
     error_bound: float
 
 
-def decode_weighted_sum(
-    total: FieldVector, config: QuantizationConfig, num_summed: int
-) -> WeightedMean:
+def decode_weighted_sum(total: FieldVector, config: QuantizationConfig, num_summed: int) -> WeightedMean:
     """Server side: centre-lift the field sum of ``num_summed`` encoded vectors and divide.
 
     Refuses a sum that cannot come from ``num_summed`` honest encodings (a weight sum outside
@@ -85,8 +83,7 @@ def decode_weighted_sum(
     """
     if not 1 <= num_summed <= config.num_clients:
         raise ValueError(
-            f"num_summed must be in [1, {config.num_clients}] for this configuration, "
-            f"got {num_summed}"
+            f"num_summed must be in [1, {config.num_clients}] for this configuration, got {num_summed}"
         )
     lifted = from_field(np.asarray(total), config.modulus)
     if lifted.ndim != 1 or lifted.size < 2:

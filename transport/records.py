@@ -11,6 +11,7 @@ from fedavg_core.records import DropRecord, RoundReport, Status
 
 __all__ = ["DropRecord", "RoundReport", "ServerEvent", "Status"]
 
+
 @dataclass(frozen=True)
 class ServerEvent:
     """A progress event: ``kind`` is one of registered, left, waiting, resumed, round_start,

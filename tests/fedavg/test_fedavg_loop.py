@@ -71,7 +71,10 @@ def test_secure_and_plaintext_fedavg_stay_within_the_quantization_bound(
     clients, test = digits
     learner = LogisticRegression(64, 10)
     config = FedAvgConfig(
-        client_fraction=0.5, local_epochs=2, batch_size=16, learning_rate=0.1,
+        client_fraction=0.5,
+        local_epochs=2,
+        batch_size=16,
+        learning_rate=0.1,
         server_learning_rate=0.9,
     )
     max_sq_norm = max(float((c.x**2).sum(axis=1).max()) for c in clients)
@@ -146,16 +149,23 @@ def test_an_aborted_secure_round_keeps_the_model_and_is_recorded(
     config = FedAvgConfig(client_fraction=0.4)  # 4 clients, threshold 3
     drop = {"masked_input": [1, 2]}
     fedavg = FedAvg(
-        learner, SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop=drop), clients, config,
-        seed=0, test_data=test,
+        learner,
+        SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop=drop),
+        clients,
+        config,
+        seed=0,
+        test_data=test,
     )
     record = fedavg.run_round()
     assert record.aborted is not None and "masked_input" in record.aborted
     assert record.participants == () and record.total_weight == 0
     assert np.array_equal(fedavg.global_vector, learner.initial_vector())
     strict = FedAvg(
-        learner, SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop=drop), clients,
-        FedAvgConfig(client_fraction=0.4, skip_aborted=False), seed=0,
+        learner,
+        SecureAggregator(clip=CLIP, max_weight=MAX_WEIGHT, drop=drop),
+        clients,
+        FedAvgConfig(client_fraction=0.4, skip_aborted=False),
+        seed=0,
     )
     with pytest.raises(Exception, match="aborted"):
         strict.run_round()
@@ -171,8 +181,7 @@ def test_fedavg_refuses_bad_settings(digits: tuple[list[Dataset], Dataset]) -> N
     with pytest.raises(ValueError, match="min_clients=3"):
         FedAvg(learner, PlaintextAggregator(), clients[:2], FedAvgConfig(min_clients=3), seed=0)
     with pytest.raises(ValueError, match="length 650"):
-        FedAvg(learner, PlaintextAggregator(), clients, FedAvgConfig(), seed=0,
-               initial_vector=np.zeros(3))
+        FedAvg(learner, PlaintextAggregator(), clients, FedAvgConfig(), seed=0, initial_vector=np.zeros(3))
 
 
 def _mlp(seed: int) -> torch.nn.Module:
@@ -208,8 +217,12 @@ def test_torch_mlp_learns_non_iid_digits_with_secure_fedavg(
     clients, test = digits
     config = FedAvgConfig(client_fraction=1.0, local_epochs=5, batch_size=16, learning_rate=0.1)
     fedavg = FedAvg(
-        TorchLearner(_mlp(0)), SecureAggregator(clip=1.0, max_weight=MAX_WEIGHT), clients,
-        config, seed=0, test_data=test,
+        TorchLearner(_mlp(0)),
+        SecureAggregator(clip=1.0, max_weight=MAX_WEIGHT),
+        clients,
+        config,
+        seed=0,
+        test_data=test,
     )
     accuracy = []
     for _ in range(30):

@@ -200,9 +200,7 @@ def test_guard_refuses_exactly_the_configurations_whose_extreme_sum_wraps(
 
 @settings(max_examples=100, deadline=None)
 @given(n=st.integers(1, 5000), bits=st.integers(MIN_BITS, MAX_BITS), max_weight=st.integers(1, 999))
-def test_safe_parameters_picks_the_smallest_prime_for_a_bit_width(
-    n: int, bits: int, max_weight: int
-) -> None:
+def test_safe_parameters_picks_the_smallest_prime_for_a_bit_width(n: int, bits: int, max_weight: int) -> None:
     got_bits, modulus = safe_parameters(n, bits=bits, max_weight=max_weight)
     assert got_bits == bits
     check_headroom(n, bits, modulus, max_weight)
