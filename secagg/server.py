@@ -45,6 +45,7 @@ from .primitives.key_agreement import (
 )
 from .reconstruction import reconstruct_checked
 from .session import RoundSetup
+from .share_collector import SecretCheck, ShareCollector
 from .state import SERVER_EXPECTS, Round, next_round
 from .unmasking import DroppedClient, JobExecutor, remove_masks
 
@@ -109,10 +110,12 @@ class SecAggServer:
         self._in_sum: set[int] = set()  # masked inputs already added (cannot be taken back)
         self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
         self._accused_by: dict[int, frozenset[int]] = {}  # reporter -> whom it accused
-        # Round 4: owner -> {holder: share}, every share of each b_u and s_v^SK received (more
-        # than t let the server decode around wrong ones).
-        self._b_shares: dict[int, dict[int, bytes]] = {}
-        self._sk_shares: dict[int, dict[int, bytes]] = {}
+        # Round 4: the shares of each b_u and s_v^SK, reconstructed as soon as t arrive; an
+        # owner whose first t fail the check keeps all its shares for the decoder.
+        t = self.config.threshold
+        self._b_shares = ShareCollector(t, self._b_check)
+        self._sk_shares = ShareCollector(t, self._sk_check_if_needed)
+        self._sk_needed: frozenset[int] = frozenset()  # U2 - U3 with a partner in U3
 
     # -- readiness (the transport decides when to advance) ------------------------------------
 
@@ -277,12 +280,12 @@ class SecAggServer:
                 shamir.decode_element(share)
             except ValueError as exc:
                 raise RemoteProtocolError(f"malformed share: {exc}") from None
-        for pending, shares in (
+        for collector, shares in (
             (self._b_shares, msg.self_mask_shares),
             (self._sk_shares, msg.secret_key_shares),
         ):
             for owner, share in shares.items():
-                pending.setdefault(owner, {})[msg.sender] = share
+                collector.add(owner, msg.sender, share)
 
     _CHECKS: ClassVar[dict[Round, Callable[..., None]]] = {
         Round.ADVERTISE_KEYS: _check_advertise,
@@ -415,6 +418,7 @@ class SecAggServer:
         self.u3 = frozenset(self._in_sum)
         if len(self.u3) < self.config.threshold:
             self._abort(f"only {len(self.u3)} masked inputs, threshold is {self.config.threshold}")
+        self._sk_needed = frozenset(v for v in self.u2 - self.u3 if self._partners(v, self.u3))
         out: dict[int, ServerMessage] = {}
         for u in sorted(u3):
             if self.config.is_active:
@@ -438,30 +442,21 @@ class SecAggServer:
     def _close_unmasking(self, u5: frozenset[int]) -> dict[int, ServerMessage]:
         self.u5 = u5
         assert self._sum is not None
-        session = self.setup.session_id
         self_mask_seeds = []
         for u in sorted(self.u3):
-            commitment_u = self._commitments[u]
-            self_mask_seeds.append(
-                self._reconstruct(
-                    u,
-                    self._b_shares.pop(u, {}),
-                    f"self-mask seed b of client {u}",
-                    lambda seed, u=u, c=commitment_u: commitment.opens(c, session, u, seed),  # type: ignore[misc]
-                )
-            )
+            seed = self._b_shares.secret(u)
+            if seed is None:
+                shares = self._b_shares.take_shares(u)
+                seed = self._reconstruct(u, shares, f"self-mask seed b of client {u}", self._b_check(u))
+            self_mask_seeds.append(seed)
         dropped = []
-        for v in sorted(self.u2 - self.u3):
+        for v in sorted(self._sk_needed):
             partners = sorted(self._partners(v, self.u3))
-            if not partners:
-                continue
-            s_pk = canonical_public_key(self._keys[v].s_pk)
-            secret = self._reconstruct(
-                v,
-                self._sk_shares.pop(v, {}),
-                f"masking key s_SK of dropped client {v}",
-                lambda key, s_pk=s_pk: public_bytes(generate_private_key(key)) == s_pk,  # type: ignore[misc]
-            )
+            secret = self._sk_shares.secret(v)
+            if secret is None:
+                shares = self._sk_shares.take_shares(v)
+                what = f"masking key s_SK of dropped client {v}"
+                secret = self._reconstruct(v, shares, what, self._sk_check(v))
             dropped.append(
                 DroppedClient(v, secret, self._keys[v].s_pk, tuple((u, self._keys[u].s_pk) for u in partners))
             )
@@ -495,6 +490,20 @@ class SecAggServer:
         those it accused)."""
         held = ((self.graph.neighbours(u) | {u}) & self.u2) - self._accused_by.get(u, frozenset())
         return set(held & self.u3), set(held - self.u3)
+
+    def _b_check(self, u: int) -> SecretCheck:
+        """b_u is the seed that opens u's round-0 commitment."""
+        c, session = self._commitments[u], self.setup.session_id
+        return lambda seed: commitment.opens(c, session, u, seed)
+
+    def _sk_check(self, v: int) -> SecretCheck:
+        """s_v^SK is the key whose public key is v's s_v^PK."""
+        s_pk = canonical_public_key(self._keys[v].s_pk)
+        return lambda key: public_bytes(generate_private_key(key)) == s_pk
+
+    def _sk_check_if_needed(self, v: int) -> SecretCheck | None:
+        """s_v^SK is reconstructed only for a dropped client with a partner in U3."""
+        return self._sk_check(v) if v in self._sk_needed else None
 
     def _reconstruct(
         self, owner: int, shares: dict[int, bytes], what: str, is_secret: Callable[[bytes], bool]
