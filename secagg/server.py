@@ -6,8 +6,10 @@ message from an unknown id or a client no longer in the round is ignored and log
 reason in ``dropped``. The transport (or the in-memory simulator) decides *when* to move on, from
 ``responded``, ``waiting_for`` and ``can_advance()``; ``advance()`` closes the round and returns
 the messages for the next one, or raises ``AbortedError`` when fewer than t clients remain.
-Masked inputs are added as they arrive (one accumulator, O(m) memory); the final ``advance()``
-reconstructs the secrets of round 4 and releases ``result``, the sum over U3, and nothing else.
+Masked inputs are added as they arrive (one accumulator, O(m) memory); each secret of round 4 is
+reconstructed as soon as t of its shares arrive and pass its check (``share_collector``), the
+rest, decoded around wrong shares, by the final ``advance()``, which releases ``result``, the sum
+over U3, and nothing else.
 """
 
 from __future__ import annotations
