@@ -196,6 +196,13 @@ class FederationClient:
         if initial_vector is not None and np.shape(initial_vector) != (trainer.dimension,):
             shape = np.shape(initial_vector)
             raise ValueError(f"the initial model has shape {shape}, not ({trainer.dimension},)")
+        for name, value in (
+            ("min_collusion_fraction", min_collusion_fraction),
+            ("min_dropout_fraction", min_dropout_fraction),
+        ):
+            # NaN would pass every "gamma < min" comparison: the client would join any round.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         self.terms = Terms(
             task,
             trainer.dimension,
