@@ -6,9 +6,11 @@ O(n k) small objects. A ``ShareCollector`` instead interpolates an owner's first
 moment the t-th arrives and, when the result passes the owner's check (b_u opens its round-0
 commitment, s_v^SK gives s_v^PK), keeps only the secret and ignores that owner's later shares:
 the lowest-t interpolation of ``reconstruction.reconstruct_checked`` does the same at the end of
-the round (shares beyond a passing t are "not needed, nor read"), so nothing about who is named
-for a wrong share changes. When the first t fail the check, the owner's shares are kept, later
-ones too, and the server decodes around the wrong ones at the end of the round as before.
+the round (shares beyond a passing t are "not needed, nor read"). The one difference is which t:
+the first to arrive rather than the lowest ids, so a wrong share that arrives after a passing t
+is not named (it was never used). When the first t fail the check, the owner's shares are kept,
+later ones too, and the server decodes around the wrong ones at the end of the round as before,
+naming the same holders.
 """
 
 from __future__ import annotations

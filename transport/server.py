@@ -36,8 +36,10 @@ Decisions the design left open:
 - A cut-off client may reconnect and join a later round; nothing is banned for good.
 - Registration (``_register``): the identity proof first (active mode; the roster file is
   re-read when an id not enrolled registers), then the client's terms against ``terms`` (task,
-  dimension, initial-model digest, quantization), the id, ``max_population``; at most
-  ``max_registering`` connections may be registering at once. Refusals close with
+  dimension, initial-model digest, quantization), the id, ``max_population``. At most
+  ``max_registering`` connections may wait for their hello at once: a new one evicts the oldest
+  (1013), so silent connections cannot lock out a client that answers its challenge at once,
+  unless they arrive faster than its round trip. Refusals close with
   a code the client sorts into permanent (4002, 4003, 1007, 1008: it exits) and transient
   (4001, 1013, 4000: it retries); a mismatch's reason names the field and both values.
 """
@@ -147,9 +149,10 @@ class FederationSettings:
         hello_timeout: seconds a new connection has to register.
         max_population: refuse registrations (close code 1013, try again later) while this
             many clients are connected (None: no cap).
-        max_registering: connections that may be registering at once (challenge sent, no hello
-            yet, each for at most ``hello_timeout``); more are closed at once with 1013 (try again
-            later), so a flood of silent connections cannot hold unbounded server memory.
+        max_registering: connections that may wait for their hello at once (challenge sent,
+            each for at most ``hello_timeout``); a new connection beyond it evicts the oldest
+            waiting one (1013, try again later), so a flood of silent connections holds bounded
+            server memory and cannot lock out clients that answer their challenge promptly.
         min_clients: start a round as soon as this many are connected (None: all N, or the
             over-selected cohort) ...
         wait_timeout: ... or when this many seconds passed and at least the minimum (t for N,
@@ -392,7 +395,8 @@ class FederationServer:
         )
         self.initial_accuracy = model.evaluate(vector)
         self._connections: dict[int, _Connection] = {}
-        self._registering = 0  # connections between accept and a decided hello
+        self._awaiting_hello: dict[ServerConnection, None] = {}  # oldest first
+        self._evictions: set[asyncio.Task[None]] = set()
         self._outbox: list[_Op] = []
         self._changed = asyncio.Event()
         self._server: Server | None = None
@@ -671,15 +675,11 @@ class FederationServer:
     # -- connections ----------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        cap = self.settings.max_registering
-        if self._registering >= cap:
-            await self._refuse(ws, CloseCode.TRY_AGAIN, f"server busy: {cap} connections registering")
-            return
-        self._registering += 1
+        self._admit(ws)
         try:
             connection = await self._register(ws)
         finally:
-            self._registering -= 1
+            self._awaiting_hello.pop(ws, None)
         if connection is None:
             return
         loop = asyncio.get_running_loop()
@@ -709,6 +709,19 @@ class FederationServer:
             code, reason = connection.cut
         await self._left(connection, code, reason)
 
+    def _admit(self, ws: ServerConnection) -> None:
+        """Count ``ws`` as waiting for its hello; past ``max_registering``, evict the oldest."""
+        cap = self.settings.max_registering
+        while len(self._awaiting_hello) >= cap:
+            oldest = next(iter(self._awaiting_hello))
+            del self._awaiting_hello[oldest]
+            log.info("evicting a connection from %s that has not sent its hello", oldest.remote_address)
+            reason = f"server busy: {cap} connections waiting to register, try again"
+            task = asyncio.get_running_loop().create_task(oldest.close(CloseCode.TRY_AGAIN, reason))
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
+        self._awaiting_hello[ws] = None
+
     async def _register(self, ws: ServerConnection) -> _Connection | None:
         """Challenge, hello, checks, welcome; the bound connection, or None when refused.
 
@@ -722,6 +735,7 @@ class FederationServer:
             hint = min(max(2, self.settings.largest_round()), MAX_CLIENTS)
             await ws.send(encode(Challenge(challenge, hint, self.config.is_active)))
             data = await asyncio.wait_for(ws.recv(), self.settings.hello_timeout)
+            self._awaiting_hello.pop(ws, None)
         except (TimeoutError, asyncio.TimeoutError):
             await self._refuse(ws, CloseCode.DEADLINE, "no hello in time")
             return None

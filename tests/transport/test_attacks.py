@@ -10,8 +10,9 @@
   key and the loader keeps another;
 - identity keys and the self-signed TLS key are never world-readable, not even between write and
   chmod, and writing one does not follow a planted symlink;
-- a flood of connections that never say hello cannot hold unbounded server memory: at most
-  ``max_registering`` may be registering at once, the rest are told to try again later (1013);
+- a flood of connections that never say hello cannot hold unbounded server memory, nor lock out
+  a client that answers its challenge: at most ``max_registering`` wait for their hello, a new
+  connection evicts the oldest (1013, try again later);
 - a client that plays round 0 honestly and then sends share bundles of random bytes used to make
   every honest neighbour abort, so every round aborted; now its recipients report it, the server
   excludes it, and every round completes without it.
@@ -250,40 +251,49 @@ def test_the_round_report_names_the_excluded_junk_sender() -> None:
         assert report.misbehaving == {}
 
 
-def test_connections_beyond_max_registering_are_told_to_try_again_later() -> None:
+def test_silent_connections_cannot_lock_out_a_client_that_answers_its_challenge() -> None:
     settings = FederationSettings(
         num_clients=2, rounds=1, max_registering=2, hello_timeout=60, wait_timeout=600
     )
+    events: list[ServerEvent] = []
 
     async def scenario() -> tuple[int, str, object]:
-        server = FederationServer(ZeroModel(4), settings)  # type: ignore[arg-type]
+        server = FederationServer(ZeroModel(4), settings, on_event=events.append)  # type: ignore[arg-type]
         await server.start()
         url = f"ws://127.0.0.1:{server.port}"
+        limits = FrameLimits.for_client(4)
         try:
             async with connect(url) as first, connect(url) as second:
-                await first.recv()  # challenges: both are now registering, and stay silent
+                await first.recv()  # challenges: both now wait for a hello that never comes
                 await second.recv()
                 async with connect(url) as third:
-                    with pytest.raises(ConnectionClosed) as closed:
-                        await asyncio.wait_for(third.recv(), 10)
-            assert closed.value.rcvd is not None
-            code, reason = closed.value.rcvd.code, closed.value.rcvd.reason
-            # The two silent peers left: their places are free again.
-            for _ in range(500):
-                if server._registering == 0:
-                    break
-                await asyncio.sleep(0.02)
-            async with connect(url) as fourth:
-                challenge = decode_from_server(
-                    await asyncio.wait_for(fourth.recv(), 10), FrameLimits.for_client(4)
-                )
+                    challenge = decode_from_server(await asyncio.wait_for(third.recv(), 10), limits)
+                    with pytest.raises(ConnectionClosed) as closed:  # the oldest was evicted
+                        await asyncio.wait_for(first.recv(), 10)
+                    assert closed.value.rcvd is not None
+                    code, reason = closed.value.rcvd.code, closed.value.rcvd.reason
+                    # Every slot is taken by a silent peer (second, third), yet a client that
+                    # answers its challenge at once registers.
+                    trainer = fixed_trainers(2, 4, seed=0)[1]
+                    client = asyncio.create_task(FederationClient(1, trainer, url, give_up_after=20).run())
+                    try:
+                        for _ in range(1000):
+                            if any(e.kind == "registered" and e.client == 1 for e in events):
+                                break
+                            assert not client.done(), client
+                            await asyncio.sleep(0.02)
+                    finally:
+                        client.cancel()
             return code, reason, challenge.message
         finally:
             await server.stop()
 
     code, reason, message = asyncio.run(scenario())
-    assert code == CloseCode.TRY_AGAIN and reason == "server busy: 2 connections registering"
+    assert (
+        code == CloseCode.TRY_AGAIN and reason == "server busy: 2 connections waiting to register, try again"
+    )
     assert isinstance(message, Challenge)
+    assert any(e.kind == "registered" and e.client == 1 for e in events)
 
 
 def test_max_registering_must_be_positive() -> None:
