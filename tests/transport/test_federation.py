@@ -190,3 +190,22 @@ def test_clients_refuse_a_replayed_nonce_and_a_mismatched_session_id() -> None:
     forged = Frame(fresh, fresh_frame.round, frame.session)  # the session of another round
     with pytest.raises(RoundRefused, match="session id does not match"):
         client.check_round_start(forged, fresh)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("min_collusion_fraction", float("nan")),
+        ("min_collusion_fraction", -0.1),
+        ("min_collusion_fraction", 1.0),
+        ("min_dropout_fraction", float("nan")),
+        ("min_dropout_fraction", float("inf")),
+        ("min_dropout_fraction", True),
+    ],
+)
+def test_a_client_refuses_a_threat_model_it_cannot_check(name: str, value: float) -> None:
+    # With min_collusion_fraction=nan, "gamma < nan" is False for every gamma: the client would
+    # join a round that assumes nobody colludes (t = 2 over the complete graph). With
+    # min_dropout_fraction=nan the check raised from inside the round start instead.
+    with pytest.raises(ValueError, match=rf"{name} must be in \[0, 1\)"):
+        FederationClient(1, FixedTrainer(np.zeros(4), 1), "ws://127.0.0.1:1", **{name: value})  # type: ignore[arg-type]

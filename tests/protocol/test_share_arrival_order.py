@@ -1,4 +1,4 @@
-"""Review of the eager round-4 reconstruction (``secagg.share_collector``) as an attacker would.
+"""Eager round-4 reconstruction (``secagg.share_collector``) against a holder that times its lies.
 
 The server now interpolates an owner's first t shares *to arrive*, where it used to take the t
 lowest holder ids at the end of the round, so a malicious holder picks where its wrong shares
