@@ -325,13 +325,12 @@ class SecAggServer:
         self.u1 = u1
         self._keys = {u: msg for u, msg in self._responses.items() if isinstance(msg, AdvertiseKeys)}
         self._key_owner = {}  # only round 0 checks for reused keys
+        # One PublicKeys per client, shared by every list it is in (not one per pair: n^2 objects
+        # on the complete graph).
+        public = {v: PublicKeys(msg.c_pk, msg.s_pk, msg.signature) for v, msg in self._keys.items()}
         out: dict[int, ServerMessage] = {}
         for u in sorted(u1):
-            keys = {
-                v: PublicKeys(self._keys[v].c_pk, self._keys[v].s_pk, self._keys[v].signature)
-                for v in sorted(self.graph.neighbours(u) & u1)
-            }
-            out[u] = KeyList(u, keys)
+            out[u] = KeyList(u, {v: public[v] for v in sorted(self.graph.neighbours(u) & u1)})
         return out
 
     def _close_share_keys(self, u2: frozenset[int]) -> dict[int, ServerMessage]:
