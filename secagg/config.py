@@ -60,6 +60,15 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_fraction(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number in [0, 1) (a gamma or a delta).
+
+    NaN is refused too: it would pass every "gamma < minimum" comparison.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
 @dataclass(frozen=True, init=False)
 class SecAggConfig:
     """Parameters of one secure-aggregation round.
@@ -146,10 +155,8 @@ class SecAggConfig:
             object.__setattr__(self, "mode", SecurityMode(self.mode))
         except ValueError:
             raise ValueError(f"mode must be 'semi_honest' or 'active', got {self.mode!r}") from None
-        for name in ("collusion_fraction", "dropout_fraction"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_fraction("collusion_fraction", self.collusion_fraction)
+        check_fraction("dropout_fraction", self.dropout_fraction)
         if self.graph == "complete":
             if self.degree not in (None, n - 1):
                 raise ValueError(f"the complete graph has degree n-1={n - 1}; got degree={self.degree}")

@@ -58,7 +58,7 @@ from fedavg_core.dp_federation import DPTerms, split_settings
 from fedavg_core.plaintext_round import INSECURE_PLAINTEXT
 from fedavg_core.rotation import padded_dimension
 from secagg import AbortedError, LocalProtocolError, RoundSetup, SecAggClient
-from secagg.config import DEFAULT_DROPOUT_FRACTION, threat_model_shortfall
+from secagg.config import DEFAULT_DROPOUT_FRACTION, check_fraction, threat_model_shortfall
 from secagg.messages import MaskedInput
 from secagg.primitives import signatures
 
@@ -196,13 +196,8 @@ class FederationClient:
         if initial_vector is not None and np.shape(initial_vector) != (trainer.dimension,):
             shape = np.shape(initial_vector)
             raise ValueError(f"the initial model has shape {shape}, not ({trainer.dimension},)")
-        for name, value in (
-            ("min_collusion_fraction", min_collusion_fraction),
-            ("min_dropout_fraction", min_dropout_fraction),
-        ):
-            # NaN would pass every "gamma < min" comparison: the client would join any round.
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_fraction("min_collusion_fraction", min_collusion_fraction)
+        check_fraction("min_dropout_fraction", min_dropout_fraction)
         self.terms = Terms(
             task,
             trainer.dimension,

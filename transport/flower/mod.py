@@ -34,7 +34,7 @@ from flwr.common.constant import ErrorCode
 
 from fedavg_core.weighting import encode_weighted_update
 from secagg import AbortedError, LocalProtocolError, Round, RoundSetup, SecAggClient
-from secagg.config import DEFAULT_DROPOUT_FRACTION, MAX_VECTOR_LENGTH, threat_model_shortfall
+from secagg.config import DEFAULT_DROPOUT_FRACTION, MAX_VECTOR_LENGTH, check_fraction, threat_model_shortfall
 from secagg.messages import ServerMessage
 from secagg.primitives.field import FieldVector
 
@@ -78,12 +78,8 @@ class SecAggMod:
     ) -> None:
         if not 1 <= max_parameters < MAX_VECTOR_LENGTH:
             raise ValueError(f"max_parameters must be in [1, {MAX_VECTOR_LENGTH - 1}], got {max_parameters}")
-        for name, value in (
-            ("min_collusion_fraction", min_collusion_fraction),
-            ("min_dropout_fraction", min_dropout_fraction),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_fraction("min_collusion_fraction", min_collusion_fraction)
+        check_fraction("min_dropout_fraction", min_dropout_fraction)
         self.max_parameters = max_parameters
         self.max_clients = max_clients
         self.min_collusion_fraction = min_collusion_fraction

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from fedavg_core.quantize import QuantizationConfig
 from secagg import SecAggConfig, SecurityMode
-from secagg.config import DEFAULT_DROPOUT_FRACTION, GraphKind
+from secagg.config import DEFAULT_DROPOUT_FRACTION, GraphKind, check_fraction
 
 NDArray = npt.NDArray[Any]
 FloatVector = npt.NDArray[np.float64]
@@ -55,9 +55,7 @@ class ThreatModel:
     degree: int | None = None
 
     def __post_init__(self) -> None:
-        delta = self.dropout_fraction
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta < 1:
-            raise ValueError(f"dropout_fraction must be in [0, 1), got {delta!r}")
+        check_fraction("dropout_fraction", self.dropout_fraction)
         if SecurityMode(self.mode) is not SecurityMode.SEMI_HONEST:
             raise ValueError(
                 "the Flower adapter runs the semi_honest mode only: the active mode needs a roster "
